@@ -1,0 +1,3 @@
+from nmbalance.cli import main
+
+raise SystemExit(main())
