@@ -1,0 +1,275 @@
+"""The configuration model (contract: DESIGN.md "Config").
+
+Every model forbids unknown keys, so a typo is an error with a suggestion
+rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+METHODS = (
+    "weighted",
+    "priority",
+    "overflow",
+    "persistence",
+    "least-used",
+    "lowest-latency",
+    "enforced",
+    "fastest-response",
+)
+METHOD_ALIASES = {"balanced": "weighted", "failover": "priority"}
+
+Method = Literal[
+    "weighted",
+    "priority",
+    "overflow",
+    "persistence",
+    "least-used",
+    "lowest-latency",
+    "enforced",
+    "fastest-response",
+]
+PersistenceKey = Literal["source", "destination", "pair"]
+
+
+def _alias_method(value: object) -> object:
+    return METHOD_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
+# What the kernel accepts in an interface name, minus characters we would have
+# to escape in nft text; validated here so no name ever reaches a parser unchecked.
+IfName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,15}$")]
+AnyAddress = IPv4Address | IPv6Address
+AnyNetwork = IPv4Network | IPv6Network
+MethodName = Annotated[Method, BeforeValidator(_alias_method)]
+
+_PORT_RANGE = re.compile(r"^(\d{1,5})-(\d{1,5})$")
+
+
+def _port_spec(value: object) -> object:
+    """Accept 443 or "1000-2000"; return (low, high)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a port number or a range like \"1000-2000\"")
+    if isinstance(value, int):
+        low = high = value
+    elif isinstance(value, str) and (m := _PORT_RANGE.match(value)):
+        low, high = int(m.group(1)), int(m.group(2))
+    elif isinstance(value, str) and value.isdigit():
+        low = high = int(value)
+    else:
+        raise ValueError("expected a port number or a range like \"1000-2000\"")
+    if not (1 <= low <= high <= 65535):
+        raise ValueError(f"port range {low}-{high} is outside 1-65535 or reversed")
+    return (low, high)
+
+
+PortSpec = Annotated[tuple[int, int], BeforeValidator(_port_spec)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Uplink(Strict):
+    name: Name
+    interface: IfName | None = None
+    connection: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    weight: Annotated[int, Field(ge=1, le=1000)] = 1
+    gateway: Literal["auto"] | AnyAddress = "auto"
+    probe: list[AnyAddress] = []
+    dns: list[AnyAddress] = []
+    masquerade: bool = True
+    capacity_mbps: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _needs_a_device(self) -> Uplink:
+        if self.interface is None and self.connection is None:
+            raise ValueError("an uplink needs `interface` or `connection`")
+        return self
+
+
+class Lan(Strict):
+    name: Name
+    interface: IfName
+
+
+class Health(Strict):
+    interval_ms: Annotated[int, Field(ge=100, le=60_000)] = 1000
+    max_packet_loss: Annotated[int, Field(ge=0, le=100)] = 15
+    min_packet_loss: Annotated[int, Field(ge=0, le=100)] = 5
+    max_successive_pkts_lost: Annotated[int, Field(ge=1, le=1000)] = 3
+    min_successive_pkts_rcvd: Annotated[int, Field(ge=1, le=1000)] = 5
+    long_down_time: Annotated[int, Field(ge=0)] = 120
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Health:
+        if self.min_packet_loss > self.max_packet_loss:
+            raise ValueError("min_packet_loss must not exceed max_packet_loss")
+        return self
+
+
+class Rule(Strict):
+    name: Name
+    src: list[AnyNetwork] = []
+    dst: list[AnyNetwork] = []
+    proto: Literal["tcp", "udp", "sctp", "icmp", "icmpv6"] | None = None
+    sport: list[PortSpec] = []
+    dport: list[PortSpec] = []
+    iif: list[IfName] = []
+    method: MethodName
+    uplinks: Annotated[list[Name], Field(min_length=1)]
+    persistence_by: PersistenceKey | None = None
+    persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] | None = None
+
+    @field_validator("src", "dst", mode="before")
+    @classmethod
+    def _strict_networks(cls, value: object) -> object:
+        # "192.0.2.1/24" has host bits set: almost always a typo, so say so.
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, str) and "/" in item:
+                    from ipaddress import ip_network
+
+                    try:
+                        ip_network(item, strict=True)
+                    except ValueError as exc:
+                        raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Rule:
+        if (self.sport or self.dport) and self.proto not in ("tcp", "udp", "sctp"):
+            raise ValueError("sport/dport need proto = \"tcp\", \"udp\" or \"sctp\"")
+        if self.method == "enforced" and len(self.uplinks) != 1:
+            raise ValueError("method \"enforced\" takes exactly one uplink")
+        if len(set(self.uplinks)) != len(self.uplinks):
+            raise ValueError("uplinks lists a name twice")
+        return self
+
+
+class Kernel(Strict):
+    table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")] = "nmbalance"
+    mark_mask: Annotated[int, Field(gt=0, le=0xFFFFFFFF)] = 0x0000FF00
+    route_table_base: Annotated[int, Field(ge=256, le=0xFFFF0000)] = 7700
+    rule_priority_base: Annotated[int, Field(ge=1, le=32000)] = 7700
+    route_protocol: Annotated[int, Field(ge=5, le=255)] = 211
+    flush_conntrack: bool = True
+
+    @field_validator("mark_mask")
+    @classmethod
+    def _contiguous(cls, mask: int) -> int:
+        shifted = mask >> ((mask & -mask).bit_length() - 1)
+        if shifted & (shifted + 1):
+            raise ValueError(f"mark_mask {mask:#x} must be one run of contiguous bits")
+        return mask
+
+    @field_validator("rule_priority_base")
+    @classmethod
+    def _below_main(cls, base: int) -> int:
+        if base + 2 * 256 >= 32766:
+            raise ValueError("rule_priority_base leaves no room below the main table's rule (32766)")
+        return base
+
+
+class Firewall(Strict):
+    restrictive: bool = False
+    allow_ssh: bool = True
+    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
+
+
+class ForwardingGroup(Strict):
+    members: Annotated[list[Name], Field(min_length=2)]
+
+
+class PortForward(Strict):
+    name: Name | None = None
+    uplinks: list[Name] = []
+    proto: Literal["tcp", "udp"] = "tcp"
+    port: PortSpec
+    to: IPv4Address
+    to_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+
+class Config(Strict):
+    mode: MethodName = "weighted"
+    persistence_by: PersistenceKey = "source"
+    persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
+    uplink: Annotated[list[Uplink], Field(min_length=1)]
+    lan: list[Lan] = []
+    health: Health = Health()
+    rule: list[Rule] = []
+    kernel: Kernel = Kernel()
+    firewall: Firewall = Firewall()
+    forwarding_group: list[ForwardingGroup] = []
+    port_forward: list[PortForward] = []
+    snippets_dir: str | None = "/etc/nmbalance/nft.d"
+    warn_email: str | None = None
+
+    @model_validator(mode="after")
+    def _cross_references(self, info: ValidationInfo) -> Config:
+        # The loader runs cross_check itself so it can point at lines.
+        if not (info.context or {}).get("defer_cross_check"):
+            problems = cross_check(self)
+            if problems:
+                raise ValueError("; ".join(msg for _, msg in problems))
+        return self
+
+
+Loc = tuple[str | int, ...]
+
+
+def mark_capacity(mask: int) -> int:
+    """How many uplink marks fit in `mask` (value 0 means "no uplink")."""
+    return min(mask >> ((mask & -mask).bit_length() - 1), 255)
+
+
+def cross_check(config: Config) -> list[tuple[Loc, str]]:
+    """Problems that span several sections, each with the field it belongs to."""
+    problems: list[tuple[Loc, str]] = []
+    seen_names: dict[str, Loc] = {}
+    seen_ifaces: dict[str, Loc] = {}
+    entries: list[tuple[Loc, str, str | None]] = [
+        (("uplink", i), u.name, u.interface) for i, u in enumerate(config.uplink)
+    ] + [(("lan", i), lan.name, lan.interface) for i, lan in enumerate(config.lan)]
+    for loc, name, iface in entries:
+        if name in seen_names:
+            problems.append(((*loc, "name"), f"name {name!r} is already used"))
+        seen_names.setdefault(name, loc)
+        if iface is not None:
+            if iface in seen_ifaces:
+                problems.append(((*loc, "interface"), f"interface {iface!r} is already used"))
+            seen_ifaces.setdefault(iface, loc)
+    uplinks = {u.name for u in config.uplink}
+    for i, rule in enumerate(config.rule):
+        for name in rule.uplinks:
+            if name not in uplinks:
+                problems.append((("rule", i, "uplinks"), f"unknown uplink {name!r}"))
+    for i, group in enumerate(config.forwarding_group):
+        for name in group.members:
+            if name not in seen_names:
+                problems.append((("forwarding_group", i, "members"), f"unknown service {name!r}"))
+    for i, fwd in enumerate(config.port_forward):
+        for name in fwd.uplinks:
+            if name not in uplinks:
+                problems.append((("port_forward", i, "uplinks"), f"unknown uplink {name!r}"))
+    room = mark_capacity(config.kernel.mark_mask)
+    if len(config.uplink) > room:
+        problems.append(
+            (("uplink",), f"{len(config.uplink)} uplinks do not fit in kernel.mark_mask "
+             f"{config.kernel.mark_mask:#x} (room for {room})")
+        )
+    return problems
