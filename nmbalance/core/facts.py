@@ -1,0 +1,65 @@
+"""An immutable snapshot of what is true now, as the sources saw it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+
+AnyAddress = IPv4Address | IPv6Address
+AnyInterface = IPv4Interface | IPv6Interface
+AnyNetwork = IPv4Network | IPv6Network
+
+
+class Health(StrEnum):
+    UP = "up"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+class GatewaySource(StrEnum):
+    STATIC = "static"
+    KERNEL = "kernel"
+    DEVICE = "device"  # point-to-point: the device route serves, no next hop
+    NETWORKMANAGER = "networkmanager"
+    NETWORKD = "networkd"
+    DHCP = "dhcp"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class UplinkFacts:
+    name: str
+    interface: str | None = None
+    present: bool = False
+    carrier: bool = False
+    point_to_point: bool = False
+    addresses: tuple[AnyInterface, ...] = ()
+    gateway: AnyAddress | None = None
+    gateway_source: GatewaySource = GatewaySource.NONE
+    gateway_reason: str = ""
+    dns: tuple[AnyAddress, ...] = ()
+    health: Health = Health.UP
+    health_reason: str = ""
+
+
+@dataclass(frozen=True)
+class LanFacts:
+    name: str
+    interface: str
+    present: bool = False
+    prefixes: tuple[AnyNetwork, ...] = ()
+
+
+@dataclass(frozen=True)
+class Facts:
+    uplinks: tuple[UplinkFacts, ...] = ()
+    lans: tuple[LanFacts, ...] = ()
+    # Connected networks and non-default routes of the main table: never balanced.
+    bypass: tuple[AnyNetwork, ...] = ()
+
+    def uplink(self, name: str) -> UplinkFacts:
+        for facts in self.uplinks:
+            if facts.name == name:
+                return facts
+        return UplinkFacts(name=name)

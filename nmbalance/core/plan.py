@@ -1,0 +1,120 @@
+"""The Plan: data that says what the kernel should hold. apply turns it into changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class UplinkStatus(StrEnum):
+    ACTIVE = "active"  # takes new connections
+    STANDBY = "standby"  # healthy, but another uplink is preferred (priority)
+    LEFT_OUT = "left-out"  # not selected by the administrator
+    DOWN = "down"
+    NO_GATEWAY = "no-gateway"
+    ABSENT = "absent"  # its interface is not there
+
+    @property
+    def usable(self) -> bool:
+        return self in (UplinkStatus.ACTIVE, UplinkStatus.STANDBY)
+
+
+@dataclass(frozen=True)
+class UplinkPlan:
+    name: str
+    ident: str  # nft-safe identifier for chain and set names
+    mark: int
+    table: int
+    interface: str | None
+    gateway: str | None
+    gateway_source: str
+    status: UplinkStatus
+    reason: str
+    weight: int
+    share: float  # of new connections under the global mode
+    routed: bool  # has its own routing table
+
+
+@dataclass(frozen=True, order=True)
+class Route:
+    table: int
+    dst: str
+    kind: str = "unicast"  # or "unreachable"
+    gateway: str | None = None
+    interface: str | None = None
+    family: int = 4
+
+    def describe(self) -> str:
+        prefix = "" if self.kind == "unicast" else f"{self.kind} "
+        via = f" via {self.gateway}" if self.gateway else ""
+        dev = f" dev {self.interface}" if self.interface else ""
+        return f"{prefix}{self.dst}{via}{dev} table {self.table}"
+
+
+@dataclass(frozen=True, order=True)
+class RoutingRule:
+    priority: int
+    table: int
+    family: int = 4
+    fwmark: int | None = None
+    fwmask: int | None = None
+    src: str | None = None
+    suppress_prefixlength: int | None = None
+
+    def describe(self) -> str:
+        sel = "from all" if self.src is None else f"from {self.src}"
+        if self.fwmark is not None:
+            sel += f" fwmark {self.fwmark:#x}/{self.fwmask or 0xFFFFFFFF:#x}"
+        table = "main" if self.table == 254 else str(self.table)
+        suppress = (
+            f" suppress_prefixlength {self.suppress_prefixlength}"
+            if self.suppress_prefixlength is not None
+            else ""
+        )
+        return f"{self.priority}: {sel} lookup {table}{suppress}"
+
+
+@dataclass(frozen=True)
+class NftPlan:
+    table: str
+    digest: str  # of the structure: equal digests mean only contents differ
+    structure: str  # the whole table, sets and maps empty
+    contents: str  # flush + add element commands for everything health or discovery changes
+    sticky_sets: dict[str, str] = field(default_factory=dict)  # set name -> uplink name
+
+    def full_transaction(self) -> str:
+        return self.structure + self.contents
+
+
+@dataclass(frozen=True)
+class Plan:
+    uplinks: tuple[UplinkPlan, ...]
+    nft: NftPlan
+    routes: tuple[Route, ...]
+    rules: tuple[RoutingRule, ...]
+    mark_mask: int
+    route_protocol: int
+    live_marks: frozenset[int]
+    warnings: tuple[str, ...] = ()
+
+    def uplink(self, name: str) -> UplinkPlan:
+        return next(u for u in self.uplinks if u.name == name)
+
+    def describe(self) -> str:
+        """What --dry-run prints: the ruleset, the routes and the rules."""
+        lines = ["# uplinks"]
+        for u in self.uplinks:
+            gw = f" via {u.gateway} ({u.gateway_source})" if u.gateway else ""
+            lines.append(
+                f"#   {u.name}: {u.status.value}{' - ' + u.reason if u.reason else ''}; "
+                f"dev {u.interface or '?'}{gw}; mark {u.mark:#x}; table {u.table}; "
+                f"share {u.share:.3f}"
+            )
+        lines += [f"# warning: {w}" for w in self.warnings]
+        lines.append("# nft transaction")
+        lines.append(self.nft.full_transaction().rstrip())
+        lines.append("# routes (proto %d)" % self.route_protocol)
+        lines += [r.describe() for r in self.routes]
+        lines.append("# rules (proto %d)" % self.route_protocol)
+        lines += [r.describe() for r in self.rules]
+        return "\n".join(lines) + "\n"

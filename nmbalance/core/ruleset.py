@@ -1,0 +1,290 @@
+"""Render our nft table as text (nft 1.0.6's JSON rejects typeof maps and
+dynamic sets; libnftables applies a text buffer as one transaction too).
+
+The table is split in two: the *structure* (chains, rules, empty sets and
+maps) depends only on the config; the *contents* (weights, live marks,
+interfaces, bypass prefixes, DNS servers) change with health and discovery
+and are rewritten as flush + add element commands, without touching a rule.
+
+Marks stay inside the configured mask: nft 1.0.6 cannot OR a register into a
+mark, so every uplink has tiny chains that set its constant bits
+(`up_X` for meta + ct mark, `rs_X` to restore the meta mark).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from nmbalance.core.slots import SLOTS
+
+# An empty chain whose name carries the structure's digest: nft 1.0.6 leaves
+# table comments out of its JSON output, but always lists chain names.
+DIGEST_CHAIN_PREFIX = "structure_"
+
+STICKY_KEYS = {
+    "source": ("ip saddr", "ip6 saddr"),
+    "destination": ("ip daddr", "ip6 daddr"),
+    "pair": ("ip saddr . ip daddr", "ip6 saddr . ip6 daddr"),
+}
+
+
+@dataclass(frozen=True)
+class MarkedUplink:
+    ident: str
+    mark: int
+
+
+@dataclass(frozen=True)
+class Group:
+    """A balancing method over some uplinks: the global mode or one [[rule]]."""
+
+    ident: str
+    kind: str  # "weights" (weighted and friends), "persistence" or "enforced"
+    uplinks: tuple[str, ...]  # idents
+    persistence_by: str = "source"
+    persistence_timeout: int = 600
+    fallback: bool = False  # no usable uplink here: use the global mode instead
+
+
+@dataclass(frozen=True)
+class PortForwardSpec:
+    index: int
+    proto: str
+    first_port: int
+    last_port: int
+    to: str
+    to_port: int | None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    mask: int
+    uplinks: tuple[MarkedUplink, ...]
+    groups: tuple[Group, ...]
+    matches: tuple[tuple[str, str], ...]  # (nft match expression, group ident), first wins
+    lan_interfaces: tuple[str, ...] = ()
+    restrictive: bool = False
+    allow_ssh: bool = True
+    ssh_port: int = 22
+    port_forwards: tuple[PortForwardSpec, ...] = ()
+    snippets: tuple[tuple[str, str], ...] = ()  # (file name, nft text)
+
+
+@dataclass(frozen=True)
+class TableContents:
+    live: tuple[int, ...] = ()
+    weights: Mapping[str, Sequence[tuple[int, int, str]]] = field(default_factory=dict)
+    bypass4: tuple[str, ...] = ()
+    bypass6: tuple[str, ...] = ()
+    dns4: Mapping[str, str] = field(default_factory=dict)  # address -> uplink ident
+    dns6: Mapping[str, str] = field(default_factory=dict)
+    inbound: Mapping[str, str] = field(default_factory=dict)  # ifname -> uplink ident
+    masquerade: tuple[str, ...] = ()
+    forward_pairs: tuple[tuple[str, str], ...] = ()
+    port_forward_ifaces: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    dead_sticky_sets: tuple[str, ...] = ()
+
+
+def sticky_set(group: str, uplink: str, family: int) -> str:
+    return f"st{family}_{group}_{uplink}"
+
+
+def sticky_sets(spec: TableSpec) -> dict[str, str]:
+    """Every sticky set name -> the uplink ident its members are pinned to."""
+    return {
+        sticky_set(g.ident, u, fam): u
+        for g in spec.groups
+        if g.kind == "persistence"
+        for u in g.uplinks
+        for fam in (4, 6)
+    }
+
+
+def _set_bits(mark: int, mask: int, what: str) -> str:
+    keep = ~mask & 0xFFFFFFFF
+    return f"{what} set {what} and {keep:#010x} or {mark:#010x}"
+
+
+def _quoted(names: Iterable[str]) -> str:
+    return ", ".join(f'"{n}"' for n in names)
+
+
+def render_structure(spec: TableSpec) -> str:
+    t = spec.name
+    out: list[str] = [f"table inet {t} {{}}", f"delete table inet {t}", f"table inet {t} {{"]
+    add = out.append
+    add("  set live { type mark; }")
+    add("  set bypass4 { type ipv4_addr; flags interval; auto-merge; }")
+    add("  set bypass6 { type ipv6_addr; flags interval; auto-merge; }")
+    add("  set masq { type ifname; }")
+    add("  map dns4 { type ipv4_addr : verdict; }")
+    add("  map dns6 { type ipv6_addr : verdict; }")
+    add("  map inbound { type ifname : verdict; }")
+    restore = ", ".join(f"{u.mark:#x} : goto rs_{u.ident}" for u in spec.uplinks)
+    add(f"  map restore {{ typeof ct mark : verdict; elements = {{ {restore} }} }}")
+    for g in spec.groups:
+        if g.kind != "enforced":
+            add(f"  map w_{g.ident} {{ typeof numgen random mod {SLOTS} : verdict; flags interval; }}")
+        if g.kind == "persistence":
+            v4, v6 = STICKY_KEYS[g.persistence_by]
+            for u in g.uplinks:
+                for fam, key in ((4, v4), (6, v6)):
+                    add(
+                        f"  set {sticky_set(g.ident, u, fam)} {{ typeof {key}; "
+                        f"flags dynamic,timeout; timeout {g.persistence_timeout}s; }}"
+                    )
+    for u in spec.uplinks:
+        add(f"  chain up_{u.ident} {{")
+        add(f"    {_set_bits(u.mark, spec.mask, 'meta mark')}")
+        add(f"    {_set_bits(u.mark, spec.mask, 'ct mark')}")
+        add("  }")
+        add(f"  chain rs_{u.ident} {{ {_set_bits(u.mark, spec.mask, 'meta mark')}; }}")
+    for g in spec.groups:
+        out.extend(_group_chains(g))
+    add("  chain classify {")
+    add("    ip daddr @bypass4 return")
+    add("    ip6 daddr @bypass6 return")
+    add("    ip daddr vmap @dns4")
+    add("    ip6 daddr vmap @dns6")
+    for match, group in spec.matches:
+        add(f"    {match} goto pick_{group}")
+    add("    goto pick_default")
+    add("  }")
+    mask = f"{spec.mask:#010x}"
+    add("  chain prerouting {")
+    add("    type filter hook prerouting priority mangle; policy accept;")
+    add(f"    ct mark and {mask} vmap @restore")
+    add("    ct state != new return")
+    add("    iifname vmap @inbound")
+    add("    fib daddr type local return")
+    add("    goto classify")
+    add("  }")
+    add("  chain output {")
+    add("    type route hook output priority mangle; policy accept;")
+    add(f"    ct mark and {mask} vmap @restore")
+    add("    ct state != new return")
+    add("    oifname \"lo\" return")
+    # A socket that set its own mark (SO_MARK) chose its uplink already; ICMP
+    # (pings, our probes) follows the source-address rules of its uplink.
+    add(f"    meta mark and {mask} != 0 return")
+    add("    meta l4proto { icmp, ipv6-icmp } return")
+    add("    goto classify")
+    add("  }")
+    add("  chain postrouting {")
+    add("    type nat hook postrouting priority srcnat; policy accept;")
+    add("    oifname @masq masquerade")
+    add("  }")
+    if spec.port_forwards:
+        out.extend(_port_forward_chains(spec))
+    if spec.restrictive:
+        out.extend(_firewall_chains(spec))
+    add("}")
+    text = "\n".join(out) + "\n"
+    for name, snippet in spec.snippets:
+        text += f"# snippet {name}\n{snippet.rstrip()}\n"
+    return text
+
+
+def _group_chains(g: Group) -> list[str]:
+    out = [f"  chain pick_{g.ident} {{"]
+    if g.kind == "enforced":
+        out.append(f"    goto up_{g.uplinks[0]}")
+    else:
+        if g.kind == "persistence":
+            v4, v6 = STICKY_KEYS[g.persistence_by]
+            for u in g.uplinks:
+                out.append(f"    {v4} @{sticky_set(g.ident, u, 4)} goto up_{u}")
+                out.append(f"    {v6} @{sticky_set(g.ident, u, 6)} goto up_{u}")
+        out.append(f"    numgen random mod {SLOTS} vmap @w_{g.ident}")
+        if g.fallback:
+            out.append("    goto pick_default")
+    out.append("  }")
+    if g.kind == "persistence":
+        v4, v6 = STICKY_KEYS[g.persistence_by]
+        for u in g.uplinks:
+            out.append(f"  chain learn_{g.ident}_{u} {{")
+            out.append(f"    update @{sticky_set(g.ident, u, 4)} {{ {v4} }}")
+            out.append(f"    update @{sticky_set(g.ident, u, 6)} {{ {v6} }}")
+            out.append(f"    goto up_{u}")
+            out.append("  }")
+    return out
+
+
+def _port_forward_chains(spec: TableSpec) -> list[str]:
+    out = ["  chain dstnat {", "    type nat hook prerouting priority dstnat; policy accept;"]
+    for pf in spec.port_forwards:
+        ports = (
+            str(pf.first_port) if pf.first_port == pf.last_port
+            else f"{pf.first_port}-{pf.last_port}"
+        )
+        target = pf.to if pf.to_port is None else f"{pf.to}:{pf.to_port}"
+        out.append(f"    iifname @pf{pf.index} {pf.proto} dport {ports} dnat ip to {target}")
+    out.append("  }")
+    head = [f"  set pf{pf.index} {{ type ifname; }}" for pf in spec.port_forwards]
+    return head + out
+
+
+def _firewall_chains(spec: TableSpec) -> list[str]:
+    out = ["  set forward_pairs { type ifname . ifname; }"]
+    out += [
+        "  chain input {",
+        "    type filter hook input priority filter; policy drop;",
+        "    ct state established,related accept",
+        "    ct state invalid drop",
+        '    iifname "lo" accept',
+    ]
+    if spec.lan_interfaces:
+        out.append(f"    iifname {{ {_quoted(spec.lan_interfaces)} }} accept")
+    out.append("    meta l4proto { icmp, ipv6-icmp } accept")
+    if spec.allow_ssh:
+        out.append(f"    tcp dport {spec.ssh_port} accept")
+    out += [
+        "  }",
+        "  chain forward {",
+        "    type filter hook forward priority filter; policy drop;",
+        "    ct state established,related accept",
+        "    ct status dnat accept",
+        "    iifname . oifname @forward_pairs accept",
+        "  }",
+    ]
+    return out
+
+
+def _elements(items: Iterable[str]) -> str:
+    return ", ".join(items)
+
+
+def render_contents(spec: TableSpec, contents: TableContents) -> str:
+    t = spec.name
+    out: list[str] = []
+
+    def fill(kind: str, name: str, items: Sequence[str]) -> None:
+        out.append(f"flush {kind} inet {t} {name}")
+        if items:
+            out.append(f"add element inet {t} {name} {{ {_elements(items)} }}")
+
+    fill("set", "live", [f"{m:#x}" for m in contents.live])
+    fill("set", "bypass4", contents.bypass4)
+    fill("set", "bypass6", contents.bypass6)
+    fill("set", "masq", [f'"{i}"' for i in contents.masquerade])
+    fill("map", "dns4", [f"{a} : goto up_{u}" for a, u in contents.dns4.items()])
+    fill("map", "dns6", [f"{a} : goto up_{u}" for a, u in contents.dns6.items()])
+    fill("map", "inbound", [f'"{i}" : goto up_{u}' for i, u in contents.inbound.items()])
+    for g in spec.groups:
+        if g.kind == "enforced":
+            continue
+        target = "learn_" + g.ident + "_" if g.kind == "persistence" else "up_"
+        items = [
+            (f"{lo}-{hi}" if lo != hi else str(lo)) + f" : goto {target}{u}"
+            for lo, hi, u in contents.weights.get(g.ident, ())
+        ]
+        fill("map", f"w_{g.ident}", items)
+    for name in contents.dead_sticky_sets:
+        out.append(f"flush set inet {t} {name}")
+    if spec.restrictive:
+        fill("set", "forward_pairs", [f'"{a}" . "{b}"' for a, b in contents.forward_pairs])
+    for pf in spec.port_forwards:
+        fill("set", f"pf{pf.index}", [f'"{i}"' for i in contents.port_forward_ifaces.get(pf.index, ())])
+    return "\n".join(out) + "\n"
