@@ -1,0 +1,1 @@
+"""Turn a Plan into kernel state: our nft table, our routes and rules, conntrack."""

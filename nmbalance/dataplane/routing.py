@@ -1,0 +1,145 @@
+"""Reconcile our routes and ip rules with the kernel.
+
+Ownership is read from the kernel: only entries carrying our routing
+protocol number are ever changed or removed. Everything else, even inside our
+table or priority range, is left exactly as it is.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from nmbalance.core.plan import Route, RoutingRule
+from nmbalance.errors import ApplyError
+
+FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+RTN_UNICAST = 1
+RTN_UNREACHABLE = 7
+KIND = {RTN_UNICAST: "unicast", RTN_UNREACHABLE: "unreachable"}
+
+
+@dataclass(frozen=True)
+class RoutingChanges:
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+def owned_routes(ipr: IPRoute, proto: int) -> set[Route]:
+    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
+    out = set()
+    for version, family in FAMILY.items():
+        for m in ipr.route("dump", family=family):
+            if m["proto"] != proto:
+                continue
+            zero = "0.0.0.0" if version == 4 else "::"
+            oif = m.get_attr("RTA_OIF")
+            out.add(Route(
+                table=int(m.get_attr("RTA_TABLE") or m["table"]),
+                dst=f"{m.get_attr('RTA_DST') or zero}/{m['dst_len']}",
+                kind=KIND.get(m["type"], str(m["type"])),
+                gateway=m.get_attr("RTA_GATEWAY"),
+                interface=names.get(oif) if oif else None,
+                family=version,
+            ))
+    return out
+
+
+def owned_rules(ipr: IPRoute, proto: int) -> set[RoutingRule]:
+    out = set()
+    for version, family in FAMILY.items():
+        for m in ipr.get_rules(family=family):
+            if m.get_attr("FRA_PROTOCOL") != proto:
+                continue
+            src = m.get_attr("FRA_SRC")
+            suppress = m.get_attr("FRA_SUPPRESS_PREFIXLEN")
+            out.add(RoutingRule(
+                priority=m.get_attr("FRA_PRIORITY") or 0,
+                table=m.get_attr("FRA_TABLE") or m["table"],
+                family=version,
+                fwmark=m.get_attr("FRA_FWMARK"),
+                fwmask=m.get_attr("FRA_FWMASK") if m.get_attr("FRA_FWMARK") is not None else None,
+                src=f"{src}/{m['src_len']}" if src else None,
+                suppress_prefixlength=None if suppress in (None, 0xFFFFFFFF) else suppress,
+            ))
+    return out
+
+
+def _route_args(ipr: IPRoute, route: Route, proto: int) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "family": FAMILY[route.family], "dst": route.dst, "table": route.table, "proto": proto,
+    }
+    if route.kind != "unicast":
+        args["type"] = route.kind
+    if route.gateway:
+        args["gateway"] = route.gateway
+    if route.interface:
+        found = ipr.link_lookup(ifname=route.interface)
+        if not found:
+            raise ApplyError(f"route {route.describe()}: interface {route.interface} is gone")
+        args["oif"] = found[0]
+    return args
+
+
+def _rule_args(rule: RoutingRule, proto: int) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "family": FAMILY[rule.family], "priority": rule.priority, "table": rule.table,
+        "protocol": proto,
+    }
+    if rule.fwmark is not None:
+        args["fwmark"] = rule.fwmark
+        args["fwmask"] = rule.fwmask if rule.fwmask is not None else 0xFFFFFFFF
+    if rule.src is not None:
+        addr, _, length = rule.src.partition("/")
+        args["src"] = addr
+        args["src_len"] = int(length)
+    if rule.suppress_prefixlength is not None:
+        args["suppress_prefixlen"] = rule.suppress_prefixlength
+    return args
+
+
+def reconcile(routes: Iterable[Route], rules: Iterable[RoutingRule], proto: int) -> RoutingChanges:
+    """Make our routes and rules exactly the given ones; add before removing."""
+    want_routes, want_rules = set(routes), set(rules)
+    added: list[str] = []
+    removed: list[str] = []
+    with IPRoute() as ipr:
+        have_routes = owned_routes(ipr, proto)
+        have_rules = owned_rules(ipr, proto)
+        for route in sorted(want_routes - have_routes):
+            _call(ipr.route, "add", _route_args(ipr, route, proto), f"route {route.describe()}")
+            added.append(f"route {route.describe()}")
+        for rule in sorted(want_rules - have_rules):
+            _call(ipr.rule, "add", _rule_args(rule, proto), f"rule {rule.describe()}")
+            added.append(f"rule {rule.describe()}")
+        for rule in sorted(have_rules - want_rules):
+            _call(ipr.rule, "del", _rule_args(rule, proto), f"rule {rule.describe()}")
+            removed.append(f"rule {rule.describe()}")
+        for route in sorted(have_routes - want_routes):
+            args = _route_args(ipr, route, proto) if route.interface else {
+                "family": FAMILY[route.family], "dst": route.dst, "table": route.table,
+                "proto": proto, **({"type": route.kind} if route.kind != "unicast" else {}),
+            }
+            _call(ipr.route, "del", args, f"route {route.describe()}")
+            removed.append(f"route {route.describe()}")
+        # Read back: the kernel must now hold exactly what we asked for.
+        if owned_routes(ipr, proto) != want_routes or owned_rules(ipr, proto) != want_rules:
+            raise ApplyError("routes or rules differ from the plan after reconcile")
+    return RoutingChanges(tuple(added), tuple(removed))
+
+
+def _call(method: Any, command: str, args: dict[str, Any], what: str) -> None:
+    try:
+        method(command, **args)
+    except NetlinkError as exc:
+        if command == "del" and exc.code in (errno.ENOENT, errno.ESRCH):
+            return  # already gone
+        if exc.code == errno.EEXIST:
+            raise ApplyError(f"cannot add {what}: a route or rule we do not own is in the way") from None
+        raise ApplyError(f"cannot {command} {what}: {exc.args[-1]}") from None

@@ -1,0 +1,1 @@
+"""Sources of facts: the kernel (netlink), later NetworkManager, networkd and probes."""

@@ -1,0 +1,163 @@
+"""Facts from the kernel over netlink: links, addresses and routes.
+
+A gateway is taken only from a default route that really exists on the
+uplink's interface (any table, never one of ours); a point-to-point device
+needs none. Otherwise the uplink is reported without a gateway, with the
+reason: never a guess from the subnet.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_interface, ip_network
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from nmbalance.config.model import Config
+from nmbalance.core.facts import AnyInterface, AnyNetwork, Facts, GatewaySource, LanFacts, UplinkFacts
+
+IFF_UP = 0x1
+IFF_POINTOPOINT = 0x10
+IFF_LOWER_UP = 0x10000
+ARPHRD_PPP = 512
+ARPHRD_NONE = 0xFFFE  # tun, wwan raw-ip
+RTN_UNICAST = 1
+MAIN_TABLE = 254
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    flags: int
+    link_type: int
+
+    @property
+    def carrier(self) -> bool:
+        return bool(self.flags & IFF_UP) and bool(self.flags & IFF_LOWER_UP)
+
+    @property
+    def point_to_point(self) -> bool:
+        return bool(self.flags & IFF_POINTOPOINT) or self.link_type in (ARPHRD_PPP, ARPHRD_NONE)
+
+
+@dataclass(frozen=True)
+class KernelRoute:
+    table: int
+    dst: AnyNetwork
+    gateway: str | None
+    oif: int | None
+    proto: int
+    kind: int
+    metric: int
+
+
+def _table(msg: Any) -> int:
+    return int(msg.get_attr("RTA_TABLE") or msg["table"])
+
+
+def read_links(ipr: IPRoute) -> dict[int, Link]:
+    return {
+        m["index"]: Link(m["index"], m.get_attr("IFLA_IFNAME"), m["flags"], m["ifi_type"])
+        for m in ipr.get_links()
+    }
+
+
+def read_addresses(ipr: IPRoute) -> dict[int, list[AnyInterface]]:
+    out: dict[int, list[AnyInterface]] = {}
+    for m in ipr.get_addr():
+        addr = m.get_attr("IFA_ADDRESS") if m["family"] == socket.AF_INET6 else (
+            m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"))
+        if addr:
+            out.setdefault(m["index"], []).append(ip_interface(f"{addr}/{m['prefixlen']}"))
+    return out
+
+
+def read_routes(ipr: IPRoute, family: int = socket.AF_INET) -> list[KernelRoute]:
+    zero = "0.0.0.0" if family == socket.AF_INET else "::"
+    routes = []
+    for m in ipr.route("dump", family=family):
+        dst = m.get_attr("RTA_DST") or zero
+        routes.append(KernelRoute(
+            table=_table(m),
+            dst=ip_network(f"{dst}/{m['dst_len']}", strict=False),
+            gateway=m.get_attr("RTA_GATEWAY"),
+            oif=m.get_attr("RTA_OIF"),
+            proto=m["proto"],
+            kind=m["type"],
+            metric=m.get_attr("RTA_PRIORITY") or 0,
+        ))
+    return routes
+
+
+def find_gateway(
+    link: Link, routes: Iterable[KernelRoute], own_proto: int
+) -> tuple[IPv4Address | None, str]:
+    """The next hop of a default route on `link`; main table first, then lowest metric."""
+    candidates = sorted(
+        (r for r in routes
+         if r.dst.prefixlen == 0 and r.oif == link.index and r.gateway
+         and r.proto != own_proto and r.kind == RTN_UNICAST),
+        key=lambda r: (r.table != MAIN_TABLE, r.metric, r.table),
+    )
+    if candidates:
+        return IPv4Address(candidates[0].gateway), ""
+    return None, (
+        f"no default route via {link.name} in any table; set gateway = \"ADDRESS\" "
+        "or let NetworkManager/networkd configure the interface"
+    )
+
+
+def snapshot(config: Config) -> Facts:
+    with IPRoute() as ipr:
+        links = read_links(ipr)
+        addresses = read_addresses(ipr)
+        routes = read_routes(ipr)
+    return facts_from(config, links, addresses, routes)
+
+
+def facts_from(
+    config: Config,
+    links: dict[int, Link],
+    addresses: dict[int, list[AnyInterface]],
+    routes: list[KernelRoute],
+) -> Facts:
+    by_name = {link.name: link for link in links.values()}
+    own = config.kernel.route_protocol
+    uplinks = []
+    for u in config.uplink:
+        link = by_name.get(u.interface or "")
+        if link is None:
+            why = (f"interface {u.interface} not found" if u.interface
+                   else f"connection {u.connection!r} needs NetworkManager")
+            uplinks.append(UplinkFacts(name=u.name, interface=u.interface, gateway_reason=why))
+            continue
+        gateway, reason = (None, "") if link.point_to_point else find_gateway(link, routes, own)
+        uplinks.append(UplinkFacts(
+            name=u.name,
+            interface=link.name,
+            present=True,
+            carrier=link.carrier,
+            point_to_point=link.point_to_point,
+            addresses=tuple(a for a in addresses.get(link.index, [])
+                            if isinstance(a, IPv4Interface | IPv6Interface)),
+            gateway=gateway,
+            gateway_source=GatewaySource.KERNEL if gateway else GatewaySource.NONE,
+            gateway_reason=reason,
+            dns=tuple(u.dns),
+        ))
+    lans = []
+    for lan in config.lan:
+        link = by_name.get(lan.interface)
+        prefixes = tuple(a.network for a in addresses.get(link.index, [])) if link else ()
+        lans.append(LanFacts(lan.name, lan.interface, link is not None, prefixes))
+    connected = [a.network for addrs in addresses.values() for a in addrs]
+    main_specific = [
+        r.dst for r in routes
+        if r.table == MAIN_TABLE and r.dst.prefixlen > 0 and r.proto != own
+        and r.kind == RTN_UNICAST
+    ]
+    return Facts(uplinks=tuple(uplinks), lans=tuple(lans), bypass=tuple(connected + main_specific))
