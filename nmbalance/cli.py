@@ -1,0 +1,158 @@
+"""The `nmbalance` command (contract: DESIGN.md "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nmbalance import __version__
+from nmbalance.config.load import DEFAULT_PATH, load_config
+from nmbalance.config.model import Config
+from nmbalance.errors import ConfigError, NmbalanceError, UsageError
+
+log = logging.getLogger("nmbalance")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nmbalance", description=__doc__)
+    p.add_argument("--version", action="version", version=f"nmbalance {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
+
+    sp = sub.add_parser("apply", help="discover, decide and apply once")
+    with_config(sp)
+    sp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    sp.add_argument("uplinks", nargs="*", metavar="UPLINK", help="use only these uplinks")
+    sp = sub.add_parser("check", help="validate the config")
+    with_config(sp)
+    sp = sub.add_parser("convert", help="balance.conf -> TOML on stdout")
+    sp.add_argument("balance_conf")
+    sp = sub.add_parser("flush", help="remove everything nmbalance installed")
+    with_config(sp)
+    sp = sub.add_parser("status", help="what is balanced where")
+    with_config(sp)
+    sp.add_argument("--json", action="store_true")
+    return p
+
+
+def _read_snippets(config: Config) -> tuple[tuple[str, str], ...]:
+    if not config.snippets_dir:
+        return ()
+    folder = Path(config.snippets_dir)
+    if not folder.is_dir():
+        return ()
+    out = []
+    for path in sorted(folder.glob("*.nft")):
+        try:
+            out.append((path.name, path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(path), f"cannot read snippet: {exc}") from None
+    return tuple(out)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    names = {u.name for u in config.uplink}
+    unknown = [n for n in args.uplinks if n not in names]
+    if unknown:
+        raise UsageError(f"unknown uplink {', '.join(unknown)} (configured: {', '.join(sorted(names))})")
+    selected = frozenset(args.uplinks) if args.uplinks else None
+    snippets = _read_snippets(config)
+    from nmbalance.core.decide import decide
+    from nmbalance.sources.kernel import snapshot
+
+    plan = decide(config, snapshot(config), selected, snippets)
+    for warning in plan.warnings:
+        log.warning("%s", warning)
+    if args.dry_run:
+        sys.stdout.write(plan.describe())
+        return 0
+    from nmbalance.dataplane.apply import apply_plan
+
+    report = apply_plan(plan, flush_conntrack=config.kernel.flush_conntrack)
+    for u in plan.uplinks:
+        print(f"{u.name}: {u.status.value}{' (' + u.reason + ')' if u.reason else ''}"
+              f"{f', share {u.share:.0%}' if u.share else ''}")
+    log.info("nft %s apply; routing +%d -%d; %d conntrack entries dropped",
+             report.nft_mode, len(report.routing.added), len(report.routing.removed),
+             report.conntrack_dropped)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{args.config}: OK ({len(config.uplink)} uplinks, {len(config.lan)} LANs, "
+          f"{len(config.rule)} rules, mode {config.mode})")
+    for u in config.uplink:
+        if not u.probe:
+            print(f"warning: uplink {u.name} has no probe targets; "
+                  "it is judged by carrier and lease alone", file=sys.stderr)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from nmbalance.config.convert import to_toml
+
+    config = load_config(args.balance_conf)
+    sys.stdout.write(to_toml(config, f"converted from {args.balance_conf} by nmbalance convert"))
+    return 0
+
+
+def _config_or_defaults(path: str) -> Config:
+    if path == DEFAULT_PATH and not Path(path).exists():
+        return Config.model_validate({"uplink": [{"name": "none", "interface": "none"}]})
+    return load_config(path)
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    from nmbalance.dataplane.apply import flush
+
+    config = _config_or_defaults(args.config)
+    removed, changes = flush(config.kernel.table, config.kernel.route_protocol)
+    print(f"table inet {config.kernel.table}: {'removed' if removed else 'not present'}; "
+          f"{len(changes.removed)} routes/rules removed")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from nmbalance.status import kernel_status, render_status
+
+    config = _config_or_defaults(args.config)
+    status = kernel_status(config)
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render_status(status))
+    return 0
+
+
+COMMANDS = {
+    "apply": cmd_apply, "check": cmd_check, "convert": cmd_convert,
+    "flush": cmd_flush, "status": cmd_status,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help/--version
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="nmbalance: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except NmbalanceError as exc:
+        print(f"nmbalance: {exc}" if "\n" not in str(exc) else f"nmbalance: {exc}".replace(
+            "\n", "\nnmbalance: "), file=sys.stderr)
+        return exc.exit_code
+    except PermissionError as exc:
+        print(f"nmbalance: permission denied ({exc}); run as root", file=sys.stderr)
+        return 1
