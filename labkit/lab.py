@@ -1,0 +1,224 @@
+"""Build and tear down the lab topology:
+
+    lan (client) -- rtr (nmbalance) -- ispN (gateway) -- inet (servers)
+
+Every namespace name starts with a prefix unique to this process, every
+interface lives only inside the lab namespaces, and close() stops the
+processes it started (by PID) and deletes the namespaces.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_ADDR = "203.0.113.10"
+SERVER_PORT = 8000
+LAN_NET = "10.250.0"
+_counter = itertools.count(1)
+
+
+def isp_gateway(n: int) -> str:
+    return f"10.10{n}.0.1" if n < 10 else f"10.1{n}.0.1"
+
+
+def isp_router_addr(n: int) -> str:
+    return f"10.10{n}.0.2" if n < 10 else f"10.1{n}.0.2"
+
+
+def isp_probe(n: int) -> str:
+    """A per-ISP probe target inside the inet namespace."""
+    return f"198.51.100.{n}"
+
+
+def run(cmd: Sequence[str], check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), check=check, text=True, capture_output=True, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+@dataclass
+class Lab:
+    isps: int = 3
+    prefix: str = ""
+    lan: str = ""
+    rtr: str = ""
+    inet: str = ""
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    workdir: Path = Path("/tmp")
+
+    def __post_init__(self) -> None:
+        if not self.prefix:
+            self.prefix = f"nmb{os.getpid() % 10000}x{next(_counter)}"
+        self.lan, self.rtr, self.inet = (f"{self.prefix}-{r}" for r in ("lan", "rtr", "inet"))
+        self.workdir = Path(f"/tmp/{self.prefix}")
+
+    def isp(self, n: int) -> str:
+        return f"{self.prefix}-isp{n}"
+
+    # --- running things in namespaces -------------------------------------------------
+    def sh(self, ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(["ip", "netns", "exec", ns, *cmd], check=check)
+
+    def ip(self, ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(["ip", "-n", ns, *args], check=check)
+
+    def spawn(self, ns: str, *cmd: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.procs.append(proc)
+        return proc
+
+    def python(self, ns: str, module: str, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", ns, sys.executable, "-m", module, *args]
+
+    def nmbalance(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        return subprocess.run(
+            ["ip", "netns", "exec", self.rtr, sys.executable, "-m", "nmbalance", *args],
+            text=True, capture_output=True, check=check, env=env,
+        )
+
+    # --- building ----------------------------------------------------------------------
+    def _netns(self, name: str) -> None:
+        run(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        self.ip(name, "link", "set", "lo", "up")
+
+    def build(self) -> Lab:
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _build(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for ns in (self.lan, self.rtr, self.inet, *(self.isp(n) for n in range(1, self.isps + 1))):
+            self._netns(ns)
+        # LAN <-> router
+        self.ip(self.rtr, "link", "add", "lan0", "type", "veth", "peer", "name", "eth0",
+                "netns", self.lan)
+        self.ip(self.rtr, "addr", "add", f"{LAN_NET}.1/24", "dev", "lan0")
+        self.ip(self.lan, "addr", "add", f"{LAN_NET}.2/24", "dev", "eth0")
+        for ns, dev in ((self.rtr, "lan0"), (self.lan, "eth0")):
+            self.ip(ns, "link", "set", dev, "up")
+        self.ip(self.lan, "route", "add", "default", "via", f"{LAN_NET}.1")
+        self.sh(self.rtr, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.sh(self.inet, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.ip(self.inet, "addr", "add", f"{SERVER_ADDR}/32", "dev", "lo")
+        for n in range(1, self.isps + 1):
+            self.add_isp(n)
+        self.start_server()
+
+    def add_isp(self, n: int) -> None:
+        isp = self.isp(n)
+        # router wanN <-> ISP "rtr"; ISP "inet" <-> inet "ispN"
+        self.ip(self.rtr, "link", "add", f"wan{n}", "type", "veth", "peer", "name", "rtr",
+                "netns", isp)
+        self.ip(isp, "link", "add", "inet", "type", "veth", "peer", "name", f"isp{n}",
+                "netns", self.inet)
+        self.ip(isp, "addr", "add", f"{isp_gateway(n)}/24", "dev", "rtr")
+        self.ip(self.rtr, "addr", "add", f"{isp_router_addr(n)}/24", "dev", f"wan{n}")
+        self.ip(isp, "addr", "add", f"10.20{n}.0.1/30" if n < 10 else f"10.2{n}.0.1/30",
+                "dev", "inet")
+        inet_side = f"10.20{n}.0.2" if n < 10 else f"10.2{n}.0.2"
+        self.ip(self.inet, "addr", "add", f"{inet_side}/30", "dev", f"isp{n}")
+        for ns, dev in ((self.rtr, f"wan{n}"), (isp, "rtr"), (isp, "inet"),
+                        (self.inet, f"isp{n}")):
+            self.ip(ns, "link", "set", dev, "up")
+        self.sh(isp, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.ip(isp, "route", "add", "default", "via", inet_side)
+        self.ip(self.inet, "route", "add", f"10.10{n}.0.0/24" if n < 10 else f"10.1{n}.0.0/24",
+                "via", f"10.20{n}.0.1" if n < 10 else f"10.2{n}.0.1")
+        self.ip(self.inet, "addr", "add", f"{isp_probe(n)}/32", "dev", "lo")
+        # What a DHCP client would install: a default route per uplink, distinct metrics.
+        self.ip(self.rtr, "route", "add", "default", "via", isp_gateway(n), "dev", f"wan{n}",
+                "metric", str(100 + n))
+
+    def start_server(self) -> None:
+        proc = subprocess.Popen(
+            self.python(self.inet, "labkit.server", SERVER_ADDR, str(SERVER_PORT)),
+            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("lab server did not start: " + (proc.stderr.read() if proc.stderr else ""))
+
+    # --- things tests do ---------------------------------------------------------------
+    def carrier(self, n: int, up: bool) -> None:
+        self.ip(self.isp(n), "link", "set", "rtr", "up" if up else "down")
+
+    def blackhole(self, n: int, on: bool) -> None:
+        if on:
+            self.sh(self.isp(n), "nft", "add table inet lab; add chain inet lab fwd "
+                    "{ type filter hook forward priority 0; policy drop; }")
+        else:
+            self.sh(self.isp(n), "nft", "delete table inet lab", check=False)
+
+    def connections(self, count: int, ns: str | None = None, concurrency: int = 32,
+                    bind: str | None = None) -> dict[int, int]:
+        """Open `count` connections to the server; how many each ISP carried."""
+        args = [SERVER_ADDR, str(SERVER_PORT), str(count), str(concurrency)]
+        if bind:
+            args.append(bind)
+        out = run(self.python(ns or self.lan, "labkit.client", *args),
+                  env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
+        tally: dict[int, int] = {}
+        for line in out.splitlines():
+            source, n = line.split()
+            tally[self.isp_of(source)] = tally.get(self.isp_of(source), 0) + int(n)
+        return tally
+
+    def isp_of(self, source: str) -> int:
+        for n in range(1, self.isps + 1):
+            if source == isp_router_addr(n):
+                return n
+        return 0  # not through any ISP (or failed: "-")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.procs.clear()
+        for ns in reversed(self.namespaces):
+            run(["ip", "netns", "pids", ns], check=False)
+            pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
+            for pid in pids:  # only processes inside our own namespace
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            run(["ip", "netns", "del", ns], check=False)
+        self.namespaces.clear()
+        run(["rm", "-rf", str(self.workdir)], check=False)
+
+    def __enter__(self) -> Lab:
+        return self.build()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_for(predicate: object, timeout: float = 5.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return True
+        time.sleep(interval)
+    return False
