@@ -1,0 +1,49 @@
+"""A long TCP stream to the lab server's echo mode, measuring the largest gap.
+
+Sends a small message every `interval` ms for `seconds` and prints JSON:
+sent, received, the largest gap between echoes and the local port (so a test
+can find the flow in conntrack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+
+async def main(host: str, port: int, seconds: float, interval_ms: float) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"E")
+    print(json.dumps({"port": writer.get_extra_info("sockname")[1]}), flush=True)
+    sent = received = 0
+    largest_gap = 0.0
+    last = time.monotonic()
+    end = last + seconds
+
+    async def read() -> None:
+        nonlocal received, largest_gap, last
+        while received < sent or time.monotonic() < end:
+            data = await reader.read(8 * 1024)
+            if not data:
+                return
+            now = time.monotonic()
+            largest_gap = max(largest_gap, now - last)
+            last = now
+            received += len(data) // 8
+
+    task = asyncio.create_task(read())
+    while time.monotonic() < end:
+        writer.write(sent.to_bytes(8, "big"))
+        sent += 1
+        await writer.drain()
+        await asyncio.sleep(interval_ms / 1000)
+    await asyncio.wait_for(task, 5)
+    writer.close()
+    print(json.dumps({"sent": sent, "received": received,
+                      "largest_gap_ms": round(largest_gap * 1000, 2)}), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])))

@@ -1,0 +1,157 @@
+import os
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+from nmbalance.config import load_config_text
+from nmbalance.config.model import Config
+from nmbalance.core.decide import decide, rule_matches
+from nmbalance.core.facts import Facts, GatewaySource, Health, LanFacts, UplinkFacts
+from nmbalance.core.plan import Route, UplinkStatus
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+CONFIG = """
+mode = "weighted"
+snippets_dir = ""
+[[uplink]]
+name = "ISP1"
+interface = "wan1"
+weight = 1
+[[uplink]]
+name = "ISP2"
+interface = "wan2"
+weight = 3
+dns = ["198.51.100.53"]
+[[uplink]]
+name = "ISP3"
+interface = "wan3"
+weight = 2
+[[lan]]
+name = "LAN"
+interface = "lan0"
+[[rule]]
+name = "bank"
+dst = ["203.0.113.0/24", "2001:db8::/32"]
+proto = "tcp"
+dport = [443, "8000-8080"]
+method = "persistence"
+uplinks = ["ISP1", "ISP2"]
+[[rule]]
+name = "voip"
+src = ["10.250.0.50/32"]
+method = "enforced"
+uplinks = ["ISP3"]
+[firewall]
+restrictive = true
+[[port_forward]]
+port = 8080
+to = "10.250.0.10"
+to_port = 80
+"""
+
+
+def uplink(n: int, **kw: object) -> UplinkFacts:
+    base: dict[str, object] = dict(
+        name=f"ISP{n}", interface=f"wan{n}", present=True, carrier=True,
+        addresses=(IPv4Interface(f"10.10{n}.0.2/24"),), gateway=IPv4Address(f"10.10{n}.0.1"),
+        gateway_source=GatewaySource.KERNEL,
+    )
+    base.update(kw)
+    return UplinkFacts(**base)  # type: ignore[arg-type]
+
+
+def facts(*ups: UplinkFacts) -> Facts:
+    lan = LanFacts("LAN", "lan0", True, (IPv4Network("10.250.0.0/24"),))
+    return Facts(uplinks=ups or tuple(uplink(n) for n in (1, 2, 3)), lans=(lan,))
+
+
+def config(text: str = CONFIG) -> Config:
+    return load_config_text(text, "test.toml")
+
+
+def test_golden_plan() -> None:
+    plan = decide(config(), facts(), frozenset({"ISP2", "ISP3"}))
+    golden = GOLDEN / "three_isps_rules.txt"
+    if os.environ.get("NMB_UPDATE_GOLDEN"):
+        golden.write_text(plan.describe())
+    assert plan.describe() == golden.read_text()
+
+
+def test_same_inputs_same_plan() -> None:
+    assert decide(config(), facts()) == decide(config(), facts())
+
+
+def test_weighted_shares_and_live_marks() -> None:
+    plan = decide(config(), facts())
+    assert [round(u.share, 3) for u in plan.uplinks] == [0.167, 0.5, 0.333]
+    assert plan.live_marks == {0x100, 0x200, 0x300}
+    assert all(u.status is UplinkStatus.ACTIVE for u in plan.uplinks)
+
+
+def test_priority_takes_the_highest_healthy_uplink() -> None:
+    text = CONFIG.replace('mode = "weighted"', 'mode = "failover"').split("[[rule]]")[0]
+    plan = decide(config(text), facts())
+    assert [u.status for u in plan.uplinks] == [
+        UplinkStatus.STANDBY, UplinkStatus.ACTIVE, UplinkStatus.STANDBY]
+    assert [u.share for u in plan.uplinks] == [0.0, 1.0, 0.0]
+    down = decide(config(text), facts(uplink(1), uplink(2, carrier=False), uplink(3)))
+    assert [u.share for u in down.uplinks] == [0.0, 0.0, 1.0]
+    assert down.uplink("ISP2").status is UplinkStatus.DOWN
+    assert down.uplink("ISP2").reason == "no carrier"
+
+
+def test_no_gateway_is_reported_never_guessed() -> None:
+    plan = decide(config(), facts(uplink(1), uplink(2, gateway=None, gateway_reason="none here"),
+                                  uplink(3)))
+    isp2 = plan.uplink("ISP2")
+    assert isp2.status is UplinkStatus.NO_GATEWAY and isp2.reason == "none here"
+    assert not isp2.routed and all(r.table != isp2.table for r in plan.routes)
+    assert 0x200 not in plan.live_marks
+
+
+def test_point_to_point_needs_no_gateway() -> None:
+    plan = decide(config(), facts(uplink(1, gateway=None, point_to_point=True), uplink(2),
+                                  uplink(3)))
+    assert Route(7701, "0.0.0.0/0", gateway=None, interface="wan1") in plan.routes
+    assert plan.uplink("ISP1").gateway_source == "device"
+
+
+def test_static_gateway_wins() -> None:
+    text = CONFIG.replace('interface = "wan1"', 'interface = "wan1"\ngateway = "10.101.0.254"')
+    plan = decide(config(text), facts())
+    assert plan.uplink("ISP1").gateway == "10.101.0.254"
+    assert plan.uplink("ISP1").gateway_source == "static"
+
+
+def test_enforced_uplink_without_route_is_unreachable_not_leaked() -> None:
+    plan = decide(config(), facts(uplink(1), uplink(2), uplink(3, present=False)))
+    assert Route(7703, "0.0.0.0/0", kind="unreachable") in plan.routes
+    assert any(r.fwmark == 0x300 for r in plan.rules)
+
+
+def test_dead_uplink_sticky_entries_are_flushed() -> None:
+    plan = decide(config(), facts(uplink(1, health=Health.DOWN), uplink(2), uplink(3)))
+    assert "flush set inet nmbalance st4_r1_bank_ISP1" not in plan.nft.contents
+    assert "flush set inet nmbalance st4_r0_bank_ISP1" in plan.nft.contents
+    assert "flush set inet nmbalance st4_r0_bank_ISP2" not in plan.nft.contents
+
+
+def test_health_change_keeps_structure() -> None:
+    a = decide(config(), facts())
+    b = decide(config(), facts(uplink(1), uplink(2, carrier=False), uplink(3)))
+    assert a.nft.digest == b.nft.digest and a.nft.contents != b.nft.contents
+
+
+def test_rule_matches_split_by_family() -> None:
+    rule = config().rule[0]
+    assert rule_matches(rule) == [
+        "ip daddr { 203.0.113.0/24 } meta l4proto tcp th dport { 443, 8000-8080 }",
+        "ip6 daddr { 2001:db8::/32 } meta l4proto tcp th dport { 443, 8000-8080 }",
+    ]
+
+
+def test_marks_stay_inside_the_mask() -> None:
+    text = CONFIG + "\n[kernel]\nmark_mask = 0x00f00000\n"
+    plan = decide(config(text), facts())
+    assert {u.mark for u in plan.uplinks} == {0x100000, 0x200000, 0x300000}
+    assert "meta mark set meta mark and 0xff0fffff or 0x00100000" in plan.nft.structure
