@@ -16,7 +16,7 @@ async def who_am_i(host: str, port: int, bind: str | None) -> str:
         line = await asyncio.wait_for(reader.readline(), 3)
         writer.close()
         return line.decode().strip() or "-"
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return "-"
 
 

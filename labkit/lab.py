@@ -9,6 +9,7 @@ processes it started (by PID) and deletes the namespaces.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -91,6 +92,10 @@ class Lab:
         run(["ip", "netns", "add", name])
         self.namespaces.append(name)
         self.ip(name, "link", "set", "lo", "up")
+        # Link-local IPv6 addresses appear at once instead of after DAD, so
+        # kernel state does not drift while a test compares it.
+        self.sh(name, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv6.conf.all.accept_dad=0")
 
     def build(self) -> Lab:
         try:
@@ -195,15 +200,15 @@ class Lab:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         self.procs.clear()
         for ns in reversed(self.namespaces):
-            run(["ip", "netns", "pids", ns], check=False)
             pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
             for pid in pids:  # only processes inside our own namespace
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             run(["ip", "netns", "del", ns], check=False)
         self.namespaces.clear()
         run(["rm", "-rf", str(self.workdir)], check=False)

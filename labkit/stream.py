@@ -17,21 +17,22 @@ async def main(host: str, port: int, seconds: float, interval_ms: float) -> None
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(b"E")
     print(json.dumps({"port": writer.get_extra_info("sockname")[1]}), flush=True)
-    sent = received = 0
+    sent = 0
+    received_bytes = 0
     largest_gap = 0.0
     last = time.monotonic()
     end = last + seconds
 
     async def read() -> None:
-        nonlocal received, largest_gap, last
-        while received < sent or time.monotonic() < end:
+        nonlocal received_bytes, largest_gap, last
+        while True:
             data = await reader.read(8 * 1024)
             if not data:
                 return
             now = time.monotonic()
             largest_gap = max(largest_gap, now - last)
             last = now
-            received += len(data) // 8
+            received_bytes += len(data)
 
     task = asyncio.create_task(read())
     while time.monotonic() < end:
@@ -39,9 +40,12 @@ async def main(host: str, port: int, seconds: float, interval_ms: float) -> None
         sent += 1
         await writer.drain()
         await asyncio.sleep(interval_ms / 1000)
-    await asyncio.wait_for(task, 5)
+    deadline = time.monotonic() + 5
+    while received_bytes < sent * 8 and time.monotonic() < deadline and not task.done():
+        await asyncio.sleep(0.01)
+    task.cancel()
     writer.close()
-    print(json.dumps({"sent": sent, "received": received,
+    print(json.dumps({"sent": sent, "received": received_bytes // 8,
                       "largest_gap_ms": round(largest_gap * 1000, 2)}), flush=True)
 
 

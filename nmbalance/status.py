@@ -27,7 +27,7 @@ def kernel_status(config: Config) -> dict[str, Any]:
             target = next(iter(verdict.values()))["target"] if verdict else ""
             lo, hi = key["range"] if isinstance(key, dict) and "range" in key else (key, key)
             ident = target.removeprefix("up_").removeprefix("learn_default_")
-            slots[ident] = slots.get(ident, 0) + int(hi) - int(lo) + 1
+            slots[ident] = slots.get(ident, 0) + int(str(hi)) - int(str(lo)) + 1
     from nmbalance.core.decide import idents
 
     ident = idents([u.name for u in config.uplink])

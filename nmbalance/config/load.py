@@ -80,14 +80,22 @@ def _merge_alternatives(errors: list[ConfigError]) -> list[ConfigError]:
             got = ""
             if " (got " in first.message:
                 got = " (got " + first.message.split(" (got ", 1)[1]
-            alternatives = [m.split(" (got ")[0] for m in (first.message, error.message)]
+            alternatives = [_alternative(m.split(" (got ")[0])
+                            for m in (first.message, error.message)]
+            text = " or ".join(alternatives)
             merged[key] = ConfigError(
-                first.source, " or ".join(alternatives).removesuffix(got) + got,
+                first.source, (text if text.startswith("expected") else f"expected {text}") + got,
                 line=first.line, field=first.field,
             )
         else:
             merged[key] = error
     return list(merged.values())
+
+
+def _alternative(message: str) -> str:
+    for prefix in ("Input should be ", "Input is not "):
+        message = message.removeprefix(prefix)
+    return message
 
 
 def field_path(loc: Path) -> str:

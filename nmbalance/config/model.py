@@ -243,8 +243,10 @@ def cross_check(config: Config) -> list[tuple[Loc, str]]:
     seen_names: dict[str, Loc] = {}
     seen_ifaces: dict[str, Loc] = {}
     entries: list[tuple[Loc, str, str | None]] = [
-        (("uplink", i), u.name, u.interface) for i, u in enumerate(config.uplink)
-    ] + [(("lan", i), lan.name, lan.interface) for i, lan in enumerate(config.lan)]
+        *[
+            (("uplink", i), u.name, u.interface) for i, u in enumerate(config.uplink)],
+        *[(("lan", i), lan.name, lan.interface) for i, lan in enumerate(config.lan)],
+    ]
     for loc, name, iface in entries:
         if name in seen_names:
             problems.append(((*loc, "name"), f"name {name!r} is already used"))

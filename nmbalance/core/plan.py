@@ -113,8 +113,8 @@ class Plan:
         lines += [f"# warning: {w}" for w in self.warnings]
         lines.append("# nft transaction")
         lines.append(self.nft.full_transaction().rstrip())
-        lines.append("# routes (proto %d)" % self.route_protocol)
+        lines.append(f"# routes (proto {self.route_protocol})")
         lines += [r.describe() for r in self.routes]
-        lines.append("# rules (proto %d)" % self.route_protocol)
+        lines.append(f"# rules (proto {self.route_protocol})")
         lines += [r.describe() for r in self.rules]
         return "\n".join(lines) + "\n"

@@ -135,12 +135,12 @@ def render_structure(spec: TableSpec) -> str:
                         f"  set {sticky_set(g.ident, u, fam)} {{ typeof {key}; "
                         f"flags dynamic,timeout; timeout {g.persistence_timeout}s; }}"
                     )
-    for u in spec.uplinks:
-        add(f"  chain up_{u.ident} {{")
-        add(f"    {_set_bits(u.mark, spec.mask, 'meta mark')}")
-        add(f"    {_set_bits(u.mark, spec.mask, 'ct mark')}")
+    for up in spec.uplinks:
+        add(f"  chain up_{up.ident} {{")
+        add(f"    {_set_bits(up.mark, spec.mask, 'meta mark')}")
+        add(f"    {_set_bits(up.mark, spec.mask, 'ct mark')}")
         add("  }")
-        add(f"  chain rs_{u.ident} {{ {_set_bits(u.mark, spec.mask, 'meta mark')}; }}")
+        add(f"  chain rs_{up.ident} {{ {_set_bits(up.mark, spec.mask, 'meta mark')}; }}")
     for g in spec.groups:
         out.extend(_group_chains(g))
     add("  chain classify {")

@@ -17,7 +17,14 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from nmbalance.config.model import Config
-from nmbalance.core.facts import AnyInterface, AnyNetwork, Facts, GatewaySource, LanFacts, UplinkFacts
+from nmbalance.core.facts import (
+    AnyInterface,
+    AnyNetwork,
+    Facts,
+    GatewaySource,
+    LanFacts,
+    UplinkFacts,
+)
 
 IFF_UP = 0x1
 IFF_POINTOPOINT = 0x10
