@@ -35,22 +35,73 @@ def restore_sticky(before: TableState | None, plan: Plan) -> str:
     return "\n".join(out) + ("\n" if out else "")
 
 
+class Applier:
+    """Applies plans, remembering what it applied so the next apply does only
+    what differs: a health change is one nft transaction with no routing
+    dump. A fresh Applier (the one-shot CLI) reads everything from the kernel."""
+
+    def __init__(self, flush_conntrack: bool = True) -> None:
+        self.flush_conntrack = flush_conntrack
+        self._digest: str | None = None
+        self._live: frozenset[int] | None = None
+        self._routing: tuple[frozenset[object], frozenset[object]] | None = None
+        # Held open: a new libnftables context refills its cache on first use,
+        # and a new conntrack socket costs ~10 ms.
+        self._tables: dict[str, NftTable] = {}
+        self._conntrack = conntrack.ConntrackCleaner()
+
+    def apply(self, plan: Plan) -> ApplyReport:
+        table = self._tables.get(plan.nft.table)
+        if table is None:
+            table = self._tables[plan.nft.table] = NftTable(plan.nft.table)
+        routing_now = (frozenset(plan.routes), frozenset(plan.rules))
+        changes = routing.RoutingChanges()
+        if routing_now != self._routing:
+            changes = routing.reconcile(plan.routes, plan.rules, plan.route_protocol)
+            self._routing = routing_now
+        if self._digest == plan.nft.digest and self._live is not None:
+            before_live = self._live
+            table.run(plan.nft.contents)
+            mode = "contents"
+            after_live = table.read_live()
+        else:
+            before = table.read()
+            before_live = before.live if before is not None else frozenset()
+            if before is not None and before.digest == plan.nft.digest:
+                table.run(plan.nft.contents)
+                mode = "contents"
+            else:
+                table.run(plan.nft.full_transaction() + restore_sticky(before, plan))
+                mode = "full"
+            after = table.read()
+            if after is None or after.digest != plan.nft.digest:
+                self._digest = None
+                raise ApplyError("the nft table differs from the plan after apply")
+            after_live = after.live
+        if after_live != plan.live_marks:
+            self._digest = None
+            raise ApplyError("the nft table's live uplinks differ from the plan after apply")
+        self._digest, self._live = plan.nft.digest, after_live
+        left = frozenset(before_live - plan.live_marks)
+        dropped = self._conntrack.drop_marked(left, plan.mark_mask) if self.flush_conntrack else 0
+        return ApplyReport(mode, changes, dropped, left)
+
+    def close(self) -> None:
+        self._conntrack.close()
+
+    def forget(self) -> None:
+        """Distrust the memory (after an error, or when someone else may have changed things)."""
+        self._digest = self._live = None
+        self._routing = None
+
+
 def apply_plan(plan: Plan, *, flush_conntrack: bool = True) -> ApplyReport:
-    table = NftTable(plan.nft.table)
-    before = table.read()
-    changes = routing.reconcile(plan.routes, plan.rules, plan.route_protocol)
-    if before is not None and before.digest == plan.nft.digest:
-        table.run(plan.nft.contents)
-        mode = "contents"
-    else:
-        table.run(plan.nft.full_transaction() + restore_sticky(before, plan))
-        mode = "full"
-    after = table.read()
-    if after is None or after.digest != plan.nft.digest or after.live != plan.live_marks:
-        raise ApplyError("the nft table differs from the plan after apply")
-    left = frozenset(before.live - plan.live_marks) if before is not None else frozenset()
-    dropped = conntrack.drop_marked(left, plan.mark_mask) if flush_conntrack else 0
-    return ApplyReport(mode, changes, dropped, left)
+    """One-shot apply: read the kernel, change what differs, read back."""
+    applier = Applier(flush_conntrack)
+    try:
+        return applier.apply(plan)
+    finally:
+        applier.close()
 
 
 def flush(table_name: str, route_protocol: int) -> tuple[bool, routing.RoutingChanges]:

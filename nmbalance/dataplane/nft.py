@@ -81,6 +81,17 @@ class NftTable:
         state.chains = frozenset(chains)
         return state
 
+    def read_live(self) -> frozenset[int] | None:
+        """Just the live-marks set: the cheap read-back after a contents update."""
+        self._nft.set_json_output(True)
+        rc, output, _ = self._nft.cmd(f"list set {self.family} {self.name} live")
+        if rc != 0:
+            return None
+        for item in json.loads(output).get("nftables", []):
+            if "set" in item:
+                return frozenset(int(e) for e in item["set"].get("elem", []))
+        return None
+
     def exists(self) -> bool:
         return self.read() is not None
 

@@ -31,11 +31,21 @@ class RoutingChanges:
     removed: tuple[str, ...] = ()
 
 
+def _ifname(index: int | None) -> str | None:
+    if not index:
+        return None
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return f"if{index}"  # vanished since the dump
+
+
 def owned_routes(ipr: IPRoute, proto: int) -> set[Route]:
-    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
     out = set()
     for version, family in FAMILY.items():
-        for m in ipr.route("dump", family=family):
+        # With strict checking the kernel filters the dump by protocol; the
+        # check below keeps us right on kernels that ignore the filter.
+        for m in ipr.route("dump", family=family, proto=proto):
             if m["proto"] != proto:
                 continue
             zero = "0.0.0.0" if version == 4 else "::"
@@ -45,7 +55,7 @@ def owned_routes(ipr: IPRoute, proto: int) -> set[Route]:
                 dst=f"{m.get_attr('RTA_DST') or zero}/{m['dst_len']}",
                 kind=KIND.get(m["type"], str(m["type"])),
                 gateway=m.get_attr("RTA_GATEWAY"),
-                interface=names.get(oif) if oif else None,
+                interface=_ifname(oif),
                 family=version,
             ))
     return out
@@ -71,7 +81,7 @@ def owned_rules(ipr: IPRoute, proto: int) -> set[RoutingRule]:
     return out
 
 
-def _route_args(ipr: IPRoute, route: Route, proto: int) -> dict[str, Any]:
+def _route_args(route: Route, proto: int) -> dict[str, Any]:
     args: dict[str, Any] = {
         "family": FAMILY[route.family], "dst": route.dst, "table": route.table, "proto": proto,
     }
@@ -80,10 +90,10 @@ def _route_args(ipr: IPRoute, route: Route, proto: int) -> dict[str, Any]:
     if route.gateway:
         args["gateway"] = route.gateway
     if route.interface:
-        found = ipr.link_lookup(ifname=route.interface)
-        if not found:
-            raise ApplyError(f"route {route.describe()}: interface {route.interface} is gone")
-        args["oif"] = found[0]
+        try:
+            args["oif"] = socket.if_nametoindex(route.interface)
+        except OSError:
+            raise ApplyError(f"route {route.describe()}: interface {route.interface} is gone") from None
     return args
 
 
@@ -109,11 +119,11 @@ def reconcile(routes: Iterable[Route], rules: Iterable[RoutingRule], proto: int)
     want_routes, want_rules = set(routes), set(rules)
     added: list[str] = []
     removed: list[str] = []
-    with IPRoute() as ipr:
+    with IPRoute(strict_check=True) as ipr:
         have_routes = owned_routes(ipr, proto)
         have_rules = owned_rules(ipr, proto)
         for route in sorted(want_routes - have_routes):
-            _call(ipr.route, "add", _route_args(ipr, route, proto), f"route {route.describe()}")
+            _call(ipr.route, "add", _route_args(route, proto), f"route {route.describe()}")
             added.append(f"route {route.describe()}")
         for rule in sorted(want_rules - have_rules):
             _call(ipr.rule, "add", _rule_args(rule, proto), f"rule {rule.describe()}")
@@ -122,14 +132,17 @@ def reconcile(routes: Iterable[Route], rules: Iterable[RoutingRule], proto: int)
             _call(ipr.rule, "del", _rule_args(rule, proto), f"rule {rule.describe()}")
             removed.append(f"rule {rule.describe()}")
         for route in sorted(have_routes - want_routes):
-            args = _route_args(ipr, route, proto) if route.interface else {
+            args = _route_args(route, proto) if route.interface else {
                 "family": FAMILY[route.family], "dst": route.dst, "table": route.table,
                 "proto": proto, **({"type": route.kind} if route.kind != "unicast" else {}),
             }
             _call(ipr.route, "del", args, f"route {route.describe()}")
             removed.append(f"route {route.describe()}")
-        # Read back: the kernel must now hold exactly what we asked for.
-        if owned_routes(ipr, proto) != want_routes or owned_rules(ipr, proto) != want_rules:
+        # Read back what we changed: the kernel must now hold exactly the plan.
+        # (With no change, the dump above already was that read-back.)
+        if (added or removed) and (
+            owned_routes(ipr, proto) != want_routes or owned_rules(ipr, proto) != want_rules
+        ):
             raise ApplyError("routes or rules differ from the plan after reconcile")
     return RoutingChanges(tuple(added), tuple(removed))
 

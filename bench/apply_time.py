@@ -1,0 +1,137 @@
+"""Apply time for 2, 8, 32 and 64 uplinks, in-process, median of 25 runs.
+
+Run as root: builds its own namespace with N veth uplinks, times
+  - decide(): config + facts -> Plan
+  - apply, contents only (an uplink goes down and comes back: maps change)
+  - apply, whole table replaced (the structure changes)
+and, as the baseline measured in the same run, the same plan applied the way
+a shell script does it: `nft -f` plus one `ip` command per route and rule.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RUNS = 25
+
+
+def config_text(n: int, mode: str) -> str:
+    out = [f'mode = "{mode}"', 'snippets_dir = ""']
+    for i in range(1, n + 1):
+        out += ["[[uplink]]", f'name = "ISP{i}"', f'interface = "wan{i}"', f"weight = {i % 5 + 1}",
+                f'gateway = "10.{i}.0.1"']
+    out += ["[[lan]]", 'name = "LAN"', 'interface = "lan0"']
+    return "\n".join(out) + "\n"
+
+
+def median_ms(fn: object, runs: int = RUNS) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def inside(n: int) -> None:
+    from nmbalance.config import load_config_text
+    from nmbalance.core.decide import decide
+    from nmbalance.core.facts import Health
+    from nmbalance.dataplane.apply import Applier, apply_plan, flush
+    from nmbalance.sources.kernel import snapshot
+
+    weighted = load_config_text(config_text(n, "weighted"))
+    sticky = load_config_text(config_text(n, "persistence"))
+    facts = snapshot(weighted)
+    down = replace(facts, uplinks=(replace(facts.uplinks[0], health=Health.DOWN),
+                                   *facts.uplinks[1:]))
+    plans = [decide(weighted, facts), decide(weighted, down)]
+    full = [decide(weighted, facts), decide(sticky, facts)]
+    applier = Applier()
+    applier.apply(plans[0])
+    decide_ms = median_ms(lambda: decide(weighted, facts))
+    state = {"i": 0}
+
+    def flip(pair: list[object]) -> None:
+        state["i"] += 1
+        applier.apply(pair[state["i"] % 2])  # type: ignore[arg-type]
+
+    contents_ms = median_ms(lambda: flip(plans))  # type: ignore[arg-type]
+    applier.flush_conntrack = False
+    no_ct_ms = median_ms(lambda: flip(plans))  # type: ignore[arg-type]
+    applier.flush_conntrack = True
+    full_ms = median_ms(lambda: flip(full))  # type: ignore[arg-type]
+
+    def flip_oneshot(pair: list[object]) -> None:
+        state["i"] += 1
+        apply_plan(pair[state["i"] % 2])  # type: ignore[arg-type]
+
+    oneshot_ms = median_ms(lambda: flip_oneshot(plans), runs=10)
+
+    flush("nmbalance", 211)
+
+    plan = plans[0]
+    with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as f:
+        f.write(plan.nft.full_transaction())
+    commands = [["nft", "-f", f.name]]
+    commands += [["ip", "route", "replace", r.dst, *(["via", r.gateway] if r.gateway else []),
+                  "dev", str(r.interface), "table", str(r.table), "proto", "211"]
+                 for r in plan.routes]
+    for r in plan.rules:
+        sel = ["fwmark", f"{r.fwmark:#x}/{r.fwmask:#x}"] if r.fwmark is not None else []
+        sel += ["from", r.src] if r.src else []
+        sel += ["suppress_prefixlength", "0"] if r.suppress_prefixlength is not None else []
+        commands.append(["sh", "-c", f"ip rule del priority {r.priority} proto 211 2>/dev/null; "
+                         f"ip rule add priority {r.priority} {' '.join(sel)} "
+                         f"lookup {r.table} proto 211"])
+
+    def shell() -> None:
+        for cmd in commands:
+            subprocess.run(cmd, check=True, capture_output=True)
+
+    shell_ms = median_ms(shell, runs=5 if n >= 32 else 10)
+    flush("nmbalance", 211)
+    os.unlink(f.name)
+    print(f"{n:>3} uplinks: decide {decide_ms:5.2f} ms | daemon apply: health change "
+          f"{contents_ms:5.2f} ms ({no_ct_ms:4.2f} without conntrack flush), "
+          f"table replaced {full_ms:6.2f} ms | one-shot apply "
+          f"{oneshot_ms:6.2f} ms | shell baseline {shell_ms:7.1f} ms ({len(commands)} commands)"
+          f" | table replaced / shell = {full_ms / shell_ms:.3f}")
+
+
+def build(ns: str, n: int) -> None:
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    batch = ["link set lo up", "link add lan0 type veth peer name lan0p",
+             "addr add 10.250.0.1/24 dev lan0", "link set lan0 up", "link set lan0p up"]
+    for i in range(1, n + 1):
+        batch += [f"link add wan{i} type veth peer name wan{i}p",
+                  f"addr add 10.{i}.0.2/24 dev wan{i}", f"link set wan{i} up", f"link set wan{i}p up"]
+    subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch), text=True, check=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--inside":
+        inside(int(sys.argv[2]))
+        return
+    print(f"nmbalance apply time (median of {RUNS}, in-process; baseline: the same plan by shell)")
+    for n in (2, 8, 32, 64):
+        ns = f"nmbb{os.getpid() % 10000}a{n}"
+        try:
+            build(ns, n)
+            subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inside", str(n)],
+                           check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+if __name__ == "__main__":
+    main()
