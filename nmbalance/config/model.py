@@ -20,16 +20,6 @@ from pydantic import (
     model_validator,
 )
 
-METHODS = (
-    "weighted",
-    "priority",
-    "overflow",
-    "persistence",
-    "least-used",
-    "lowest-latency",
-    "enforced",
-    "fastest-response",
-)
 METHOD_ALIASES = {"balanced": "weighted", "failover": "priority"}
 
 Method = Literal[

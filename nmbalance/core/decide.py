@@ -308,8 +308,8 @@ def _contents(
     spec: TableSpec,
 ) -> TableContents:
     layout = layout_of(config)
-    present = {n: (p[0].interface or u.interface) for u in config.uplink
-               for n, p in [(u.name, per[u.name])] if p[0].present}
+    present = {u.name: per[u.name][0].interface or u.interface
+               for u in config.uplink if per[u.name][0].present}
     bypass: list[AnyNetwork] = list(facts.bypass)
     for lan in facts.lans:
         bypass += lan.prefixes
