@@ -42,7 +42,7 @@ def _pairs(model: BaseModel) -> list[tuple[str, Any]]:
 def to_toml(config: Config, header: str = "") -> str:
     lines = [f"# {line}" for line in header.splitlines()]
     lines += [f"{k} = {_value(v)}" for k, v in _pairs(config)]
-    for section in ("health", "kernel", "firewall"):
+    for section in ("health", "kernel", "firewall", "daemon"):
         sub = getattr(config, section)
         pairs = _pairs(sub)
         if pairs:

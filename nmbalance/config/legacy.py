@@ -18,6 +18,7 @@ from nmbalance.errors import ConfigError
 # Options Net-ISP-Balance documents, and where each lands in our model.
 _HEALTH_OPTIONS = (
     "interval_ms",
+    "timeout_ms",
     "max_packet_loss",
     "max_successive_pkts_lost",
     "min_packet_loss",

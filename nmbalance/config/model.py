@@ -98,18 +98,55 @@ class Lan(Strict):
 
 
 class Health(Strict):
+    """When an uplink counts as up (DESIGN.md "Health"); names follow lsm where it has them."""
+
     interval_ms: Annotated[int, Field(ge=100, le=60_000)] = 1000
+    # How long a round waits for replies; unset: the whole interval.
+    timeout_ms: Annotated[int, Field(ge=10, le=60_000)] | None = None
+    # How many of an uplink's probe targets must answer for a round to count as a reply.
+    reliability: Annotated[int, Field(ge=1, le=16)] = 1
     max_packet_loss: Annotated[int, Field(ge=0, le=100)] = 15
     min_packet_loss: Annotated[int, Field(ge=0, le=100)] = 5
     max_successive_pkts_lost: Annotated[int, Field(ge=1, le=1000)] = 3
     min_successive_pkts_rcvd: Annotated[int, Field(ge=1, le=1000)] = 5
+    loss_window: Annotated[int, Field(ge=4, le=1000)] = 20
+    # Median round-trip time above which an uplink is degraded (still used); unset: never.
+    max_latency_ms: Annotated[int, Field(ge=1)] | None = None
     long_down_time: Annotated[int, Field(ge=0)] = 120
+    # Seconds an uplink must stay healthy before it takes new traffic again; doubled for
+    # each further failure within flap_window, up to max_hold_time.
+    hold_time: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    flap_window: Annotated[float, Field(ge=0, le=86400)] = 120.0
+    max_hold_time: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    # Every uplink looks down but some have carrier: keep using those rather than
+    # cutting the site off (a probe target may be what failed).
+    fail_open: bool = True
 
     @model_validator(mode="after")
     def _hysteresis(self) -> Health:
         if self.min_packet_loss > self.max_packet_loss:
             raise ValueError("min_packet_loss must not exceed max_packet_loss")
+        if self.timeout_ms is not None and self.timeout_ms > self.interval_ms:
+            raise ValueError("timeout_ms must not exceed interval_ms (one round at a time)")
+        if self.max_hold_time < self.hold_time:
+            raise ValueError("max_hold_time must not be shorter than hold_time")
         return self
+
+    @property
+    def round_timeout_ms(self) -> int:
+        return self.timeout_ms or self.interval_ms
+
+
+class Daemon(Strict):
+    """How `nmbalance run` behaves."""
+
+    hooks_dir: str | None = "/etc/nmbalance/hooks.d"
+    hook_timeout: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    # What SIGTERM leaves behind: "keep" the last applied state (flows keep
+    # their uplink across a restart) or "flush" everything nmbalance installed.
+    on_stop: Literal["keep", "flush"] = "keep"
+    # Netlink events come in bursts; one reconcile per burst.
+    debounce_ms: Annotated[int, Field(ge=0, le=5000)] = 10
 
 
 class Rule(Strict):
@@ -204,6 +241,7 @@ class Config(Strict):
     rule: list[Rule] = []
     kernel: Kernel = Kernel()
     firewall: Firewall = Firewall()
+    daemon: Daemon = Daemon()
     forwarding_group: list[ForwardingGroup] = []
     port_forward: list[PortForward] = []
     snippets_dir: str | None = "/etc/nmbalance/nft.d"

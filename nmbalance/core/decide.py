@@ -102,6 +102,19 @@ def _gateway(config_gateway: object, facts: UplinkFacts) -> tuple[str | None, st
     return None, GatewaySource.NONE.value
 
 
+def _fail_open(
+    per: dict[str, tuple[UplinkFacts, str | None, str, bool, UplinkStatus, str]],
+    selected: frozenset[str] | None,
+) -> set[str]:
+    """Uplinks that only the probes call down: when all are, the probe targets
+    may be what failed, and cutting the whole site off helps nobody."""
+    return {
+        name for name, (f, _, _, routed, status, _) in per.items()
+        if status is UplinkStatus.DOWN and f.carrier and routed and f.health is Health.DOWN
+        and (selected is None or name in selected)
+    }
+
+
 def _group_kind(method: str) -> str:
     if method in ("persistence", "enforced"):
         return method
@@ -184,6 +197,14 @@ def decide(
         status, reason = _status(f, routed, selected)
         per[u.name] = (f, gateway, source, routed, status, reason)
     usable = {name for name, p in per.items() if p[4].usable}
+    if not usable and config.health.fail_open:
+        usable = _fail_open(per, selected)
+        if usable:
+            warnings.append("every uplink looks down; failing open over those with carrier: "
+                            + ", ".join(n for n in names if n in usable))
+            for name in usable:
+                per[name] = (*per[name][:4], UplinkStatus.ACTIVE,
+                             "fail-open: " + (per[name][5] or "probes failing"))
 
     # 2. The groups: the global mode, then each [[rule]] in order.
     groups: list[Group] = [

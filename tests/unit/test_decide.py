@@ -155,3 +155,21 @@ def test_marks_stay_inside_the_mask() -> None:
     plan = decide(config(text), facts())
     assert {u.mark for u in plan.uplinks} == {0x100000, 0x200000, 0x300000}
     assert "meta mark set meta mark and 0xff0fffff or 0x00100000" in plan.nft.structure
+
+
+def test_fail_open_when_every_uplink_looks_down_but_some_have_carrier() -> None:
+    probes_down = dict(health=Health.DOWN, health_reason="3 probes lost in a row")
+    plan = decide(config(), facts(uplink(1, **probes_down), uplink(2, carrier=False),
+                                  uplink(3, **probes_down)))
+    assert [u.status for u in plan.uplinks] == [
+        UplinkStatus.ACTIVE, UplinkStatus.DOWN, UplinkStatus.ACTIVE]
+    assert plan.uplink("ISP1").reason == "fail-open: 3 probes lost in a row"
+    assert plan.live_marks == {0x100, 0x300}
+    assert any("failing open" in w for w in plan.warnings)
+    closed = config(CONFIG.replace("[firewall]", "[health]\nfail_open = false\n[firewall]"))
+    plan = decide(closed, facts(uplink(1, **probes_down), uplink(2, carrier=False),
+                                uplink(3, **probes_down)))
+    assert plan.live_marks == frozenset()
+    # One healthy uplink is enough: no failing open then.
+    plan = decide(config(), facts(uplink(1, **probes_down), uplink(2), uplink(3, **probes_down)))
+    assert plan.live_marks == {0x200}

@@ -1,0 +1,266 @@
+"""The health state machine of one uplink. Pure: the clock comes in as `now`.
+
+    UP ──loss/latency──▶ DEGRADED ──recovered──▶ UP
+    UP, DEGRADED ──lost in a row / loss over max / link gone──▶ DOWN
+    DOWN ──replies in a row (or link back, unprobed)──▶ RECOVERING ──hold time──▶ UP
+    RECOVERING ──any loss / link gone──▶ DOWN
+
+RECOVERING takes no new traffic: an uplink must stay healthy for the hold
+time first, and the hold doubles for each failure within the flap window, so
+a flapping uplink stays out instead of taking the site with it. LONG_DOWN is
+an event, not a state: reported once per outage after long_down_time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from statistics import median
+
+from nmbalance.config.model import Health as HealthConfig
+from nmbalance.core.facts import Health
+
+
+class Phase(StrEnum):
+    UP = "up"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    RECOVERING = "recovering"
+
+    @property
+    def health(self) -> Health:
+        """What decide() sees: a recovering uplink takes no new traffic yet."""
+        if self is Phase.UP:
+            return Health.UP
+        if self is Phase.DEGRADED:
+            return Health.DEGRADED
+        return Health.DOWN
+
+
+ALLOWED: dict[Phase, frozenset[Phase]] = {
+    Phase.UP: frozenset({Phase.DEGRADED, Phase.DOWN}),
+    Phase.DEGRADED: frozenset({Phase.UP, Phase.DOWN}),
+    Phase.DOWN: frozenset({Phase.RECOVERING}),
+    Phase.RECOVERING: frozenset({Phase.UP, Phase.DOWN}),
+}
+
+LONG_DOWN = "long-down"
+# Loss percentages need some samples before they mean anything.
+MIN_LOSS_SAMPLES = 10
+
+
+@dataclass(frozen=True)
+class Policy:
+    probed: bool
+    max_packet_loss: int
+    min_packet_loss: int
+    max_lost: int
+    min_rcvd: int
+    window: int
+    max_latency_ms: float | None
+    long_down_time: float
+    hold_time: float
+    flap_window: float
+    max_hold_time: float
+
+    @classmethod
+    def from_config(cls, health: HealthConfig, probed: bool) -> Policy:
+        return cls(
+            probed=probed,
+            max_packet_loss=health.max_packet_loss,
+            min_packet_loss=health.min_packet_loss,
+            max_lost=health.max_successive_pkts_lost,
+            min_rcvd=health.min_successive_pkts_rcvd,
+            window=health.loss_window,
+            max_latency_ms=health.max_latency_ms,
+            long_down_time=float(health.long_down_time),
+            hold_time=health.hold_time,
+            flap_window=health.flap_window,
+            max_hold_time=health.max_hold_time,
+        )
+
+
+# --- what can happen to an uplink ------------------------------------------------------
+@dataclass(frozen=True)
+class Reply:
+    """A probe round met the reliability count."""
+
+    rtt_ms: float
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A probe round did not; `detail` says to whom, e.g. "to 192.0.2.1"."""
+
+    detail: str
+
+
+@dataclass(frozen=True)
+class Link:
+    """Carrier, address and gateway as the sources see them; `why` when not usable."""
+
+    usable: bool
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed (hold time, long-down)."""
+
+
+Observation = Reply | Lost | Link | Tick
+
+
+@dataclass(frozen=True)
+class Transition:
+    previous: Phase
+    phase: Phase
+    reason: str
+    event: str  # the hook event: the new phase's name, or "long-down"
+
+
+@dataclass(frozen=True)
+class Tracker:
+    phase: Phase = Phase.UP
+    since: float = 0.0
+    reason: str = ""
+    link_ok: bool = True
+    lost_in_row: int = 0
+    rcvd_in_row: int = 0
+    window: tuple[bool, ...] = ()  # True: a reply
+    rtts: tuple[float, ...] = ()
+    down_since: float | None = None
+    long_down_reported: bool = False
+    downs: tuple[float, ...] = ()  # when recent outages began, for damping
+    hold: float = 0.0  # what RECOVERING must last this time
+    latency_ms: float | None = field(default=None)
+
+    @property
+    def loss_percent(self) -> float | None:
+        if len(self.window) < MIN_LOSS_SAMPLES:
+            return None
+        return 100.0 * self.window.count(False) / len(self.window)
+
+
+def _move(t: Tracker, phase: Phase, now: float, reason: str) -> tuple[Tracker, Transition]:
+    if phase not in ALLOWED[t.phase]:
+        raise ValueError(f"health transition {t.phase} -> {phase} is not allowed")
+    moved = replace(t, phase=phase, since=now, reason=reason)
+    return moved, Transition(t.phase, phase, reason, phase.value)
+
+
+def _go_down(p: Policy, t: Tracker, now: float, reason: str) -> tuple[Tracker, Transition]:
+    if t.phase in (Phase.UP, Phase.DEGRADED):
+        downs = (*(d for d in t.downs if now - d < p.flap_window), now)
+        t = replace(t, downs=downs, down_since=now, long_down_reported=False)
+    t = replace(t, window=(), rtts=(), rcvd_in_row=0)
+    return _move(t, Phase.DOWN, now, reason)
+
+
+def hold_for(p: Policy, t: Tracker, now: float) -> float:
+    recent = sum(1 for d in t.downs if now - d < p.flap_window)
+    return min(p.hold_time * 2.0 ** max(recent - 1, 0), p.max_hold_time)
+
+
+def _recover(p: Policy, t: Tracker, now: float, reason: str) -> tuple[Tracker, list[Transition]]:
+    hold = hold_for(p, t, now)
+    t, moved = _move(replace(t, hold=hold), Phase.RECOVERING, now,
+                     f"{reason}; holding {hold:g} s")
+    if hold > 0:
+        return t, [moved]
+    t, up = _move(t, Phase.UP, now, reason)
+    return t, [moved, up]
+
+
+def _last(items: tuple[float, ...], item: float, keep: int) -> tuple[float, ...]:
+    return (*items, item)[-keep:]
+
+
+def _judge_quality(p: Policy, t: Tracker, now: float) -> tuple[Tracker, Transition | None]:
+    """UP <-> DEGRADED on loss between the thresholds or latency over max_latency_ms."""
+    loss = t.loss_percent
+    lossy = loss is not None and loss >= p.min_packet_loss > 0
+    slow = p.max_latency_ms is not None and t.latency_ms is not None and (
+        t.latency_ms > p.max_latency_ms if t.phase is Phase.UP
+        else t.latency_ms > 0.8 * p.max_latency_ms
+    )
+    if t.phase is Phase.UP and (lossy or slow):
+        why = (f"loss {loss:.0f}% over the last {len(t.window)} probes" if lossy
+               else f"median round trip {t.latency_ms:.0f} ms over {p.max_latency_ms:g} ms")
+        return _move(t, Phase.DEGRADED, now, why)
+    if t.phase is Phase.DEGRADED and not lossy and not slow:
+        return _move(t, Phase.UP, now, "loss and latency back under the thresholds")
+    return t, None
+
+
+def step(p: Policy, t: Tracker, obs: Observation, now: float) -> tuple[Tracker, list[Transition]]:
+    """Apply one observation; return the new tracker and what changed, in order."""
+    out: list[Transition] = []
+
+    def take(result: tuple[Tracker, Transition | None]) -> Tracker:
+        tracker, transition = result
+        if transition is not None:
+            out.append(transition)
+        return tracker
+
+    if isinstance(obs, Link):
+        if not obs.usable:
+            t = replace(t, link_ok=False, rcvd_in_row=0)
+            if t.phase is not Phase.DOWN:
+                t = take(_go_down(p, t, now, obs.why))
+        elif not t.link_ok:
+            t = replace(t, link_ok=True)
+            if not p.probed and t.phase is Phase.DOWN:
+                t, moved = _recover(p, t, now, "link is back")
+                out += moved
+    elif isinstance(obs, Reply):
+        if not t.link_ok:
+            return t, out  # a late answer from before the link went away
+        t = replace(t, lost_in_row=0, rcvd_in_row=t.rcvd_in_row + 1)
+        if t.phase in (Phase.UP, Phase.DEGRADED):
+            window = (*t.window, True)[-p.window:]
+            rtts = _last(t.rtts, obs.rtt_ms, p.window)
+            t = replace(t, window=window, rtts=rtts, latency_ms=median(rtts))
+            t = take(_judge_quality(p, t, now))
+        elif t.phase is Phase.DOWN and t.rcvd_in_row >= p.min_rcvd:
+            t, moved = _recover(p, t, now, f"{t.rcvd_in_row} replies in a row")
+            out += moved
+        elif t.phase is Phase.RECOVERING and now - t.since >= t.hold:
+            t = take(_move(t, Phase.UP, now, f"healthy for {t.hold:g} s"))
+    elif isinstance(obs, Lost):
+        t = replace(t, lost_in_row=t.lost_in_row + 1, rcvd_in_row=0)
+        if t.phase in (Phase.UP, Phase.DEGRADED):
+            t = replace(t, window=(*t.window, False)[-p.window:])
+            loss = t.loss_percent
+            if t.lost_in_row >= p.max_lost:
+                t = take(_go_down(p, t, now, f"{t.lost_in_row} probes lost in a row {obs.detail}"))
+            elif loss is not None and loss > p.max_packet_loss:
+                t = take(_go_down(p, t, now, f"loss {loss:.0f}% over the last "
+                                  f"{len(t.window)} probes (max {p.max_packet_loss}%)"))
+            else:
+                t = take(_judge_quality(p, t, now))
+        elif t.phase is Phase.RECOVERING:
+            t = take(_go_down(p, t, now, f"probe lost while recovering {obs.detail}"))
+    elif t.phase is Phase.RECOVERING and now - t.since >= t.hold:
+        t = take(_move(t, Phase.UP, now, f"healthy for {t.hold:g} s"))
+
+    began = t.down_since
+    if (began is not None and t.phase in (Phase.DOWN, Phase.RECOVERING)
+            and not t.long_down_reported and now - began >= p.long_down_time):
+        t = replace(t, long_down_reported=True)
+        out.append(Transition(t.phase, t.phase, f"down for {now - began:.0f} s", LONG_DOWN))
+    if out and out[-1].previous is Phase.RECOVERING and t.phase is Phase.UP:
+        # A fresh start: the outage's samples say nothing about the link now.
+        t = replace(t, down_since=None, window=(), rtts=(), latency_ms=None)
+    return t, out
+
+
+def deadline(p: Policy, t: Tracker) -> float | None:
+    """When a Tick could next change something, or None."""
+    times = []
+    if t.phase is Phase.RECOVERING:
+        times.append(t.since + t.hold)
+    if t.down_since is not None and not t.long_down_reported and t.phase in (
+            Phase.DOWN, Phase.RECOVERING):
+        times.append(t.down_since + p.long_down_time)
+    return min(times) if times else None

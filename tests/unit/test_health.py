@@ -1,0 +1,179 @@
+"""The health state machine, driven with plain values and an explicit clock."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from nmbalance.config.model import Health as HealthConfig
+from nmbalance.core.health import (
+    ALLOWED,
+    LONG_DOWN,
+    Link,
+    Lost,
+    Observation,
+    Phase,
+    Policy,
+    Reply,
+    Tick,
+    Tracker,
+    Transition,
+    deadline,
+    step,
+)
+
+
+def policy(probed: bool = True, **health: object) -> Policy:
+    return Policy.from_config(HealthConfig.model_validate(health), probed)
+
+
+def run(p: Policy, events: list[tuple[float, Observation]], t: Tracker | None = None
+        ) -> tuple[Tracker, list[tuple[float, Transition]]]:
+    t = t or Tracker()
+    seen = []
+    for now, obs in events:
+        t, moved = step(p, t, obs, now)
+        seen += [(now, m) for m in moved]
+    return t, seen
+
+
+def test_down_after_successive_losses_with_reason() -> None:
+    p = policy()
+    t, seen = run(p, [(1.0, Lost("to 192.0.2.1")), (2.0, Lost("to 192.0.2.1"))])
+    assert t.phase is Phase.UP and not seen
+    t, seen = run(p, [(3.0, Lost("to 192.0.2.1"))], t)
+    assert t.phase is Phase.DOWN
+    assert seen == [(3.0, Transition(Phase.UP, Phase.DOWN,
+                                     "3 probes lost in a row to 192.0.2.1", "down"))]
+
+
+def test_a_reply_resets_the_run_of_losses() -> None:
+    p = policy()
+    events: list[tuple[float, Observation]] = []
+    for i in range(10):
+        events += [(3 * i, Lost("x")), (3 * i + 1, Lost("x")), (3 * i + 2, Reply(10.0))]
+    _, seen = run(p, events, Tracker())
+    # Never 3 in a row, but 7 of 10 lost is far over max_packet_loss
+    assert [m.phase for _, m in seen] == [Phase.DOWN]
+    assert seen[0][1].reason == "loss 70% over the last 10 probes (max 15%)"
+
+
+def test_recovery_needs_replies_in_a_row_then_the_hold_time() -> None:
+    p = policy(min_successive_pkts_rcvd=5, hold_time=5)
+    t, _ = run(p, [(float(i), Lost("x")) for i in range(3)])
+    assert t.phase is Phase.DOWN
+    t, seen = run(p, [(3.0 + i, Reply(5.0)) for i in range(4)], t)
+    assert t.phase is Phase.DOWN and not seen
+    t, seen = run(p, [(7.0, Reply(5.0))], t)
+    assert t.phase is Phase.RECOVERING and t.phase.health.value == "down"
+    assert seen[0][1].reason == "5 replies in a row; holding 5 s"
+    assert deadline(p, t) == 12.0
+    t, seen = run(p, [(11.9, Tick())], t)
+    assert t.phase is Phase.RECOVERING
+    t, seen = run(p, [(12.0, Tick())], t)
+    assert t.phase is Phase.UP and seen[0][1].reason == "healthy for 5 s"
+
+
+def test_a_loss_while_recovering_starts_over() -> None:
+    p = policy(min_successive_pkts_rcvd=2, hold_time=5)
+    t, _ = run(p, [(float(i), Lost("x")) for i in range(3)] + [(3.0, Reply(1)), (4.0, Reply(1))])
+    assert t.phase is Phase.RECOVERING
+    t, seen = run(p, [(5.0, Lost("to 198.51.100.1"))], t)
+    assert t.phase is Phase.DOWN and seen[0][1].reason == "probe lost while recovering to 198.51.100.1"
+
+
+def test_carrier_loss_is_immediate_and_carrier_alone_recovers_unprobed_uplinks() -> None:
+    p = policy(probed=False, hold_time=2)
+    t, seen = run(p, [(0.5, Link(False, "no carrier"))])
+    assert t.phase is Phase.DOWN and seen[0][1].reason == "no carrier"
+    t, seen = run(p, [(1.0, Link(True))], t)
+    assert t.phase is Phase.RECOVERING
+    t, seen = run(p, [(3.0, Tick())], t)
+    assert t.phase is Phase.UP
+
+
+def test_probed_uplink_waits_for_replies_after_carrier_returns() -> None:
+    p = policy(min_successive_pkts_rcvd=2, hold_time=0)
+    t, _ = run(p, [(0.0, Link(False, "no carrier")), (1.0, Link(True))])
+    assert t.phase is Phase.DOWN
+    t, seen = run(p, [(2.0, Reply(1)), (3.0, Reply(1))], t)
+    assert [m.phase for _, m in seen] == [Phase.RECOVERING, Phase.UP]  # hold 0: at once
+
+
+def test_flapping_doubles_the_hold_up_to_the_cap() -> None:
+    p = policy(probed=False, hold_time=5, flap_window=120, max_hold_time=30)
+    t = Tracker()
+    holds = []
+    now = 0.0
+    for _ in range(6):
+        t, _ = step(p, t, Link(False, "no carrier"), now)
+        t, _ = step(p, t, Link(True), now + 0.5)
+        holds.append(t.hold)
+        now = t.since + t.hold
+        t, _ = step(p, t, Tick(), now)
+        assert t.phase is Phase.UP
+        now += 1
+    assert holds == [5, 10, 20, 30, 30, 30]
+    # Long after the last flap the hold is back to its base.
+    t, _ = step(p, t, Link(False, "no carrier"), now + 1000)
+    t, _ = step(p, t, Link(True), now + 1000.5)
+    assert t.hold == 5
+
+
+def test_a_fast_flapping_link_changes_health_a_bounded_number_of_times() -> None:
+    p = policy(probed=False, hold_time=5)
+    t = Tracker()
+    changes = 0
+    for i in range(50):  # every 200 ms for 10 s
+        before = t.phase.health
+        t, _ = step(p, t, Link(i % 2 == 1, "no carrier"), i * 0.2)
+        changes += before != t.phase.health
+    assert changes == 1  # down once; never up again while it keeps flapping
+
+
+def test_long_down_is_reported_once_per_outage() -> None:
+    p = policy(long_down_time=60)
+    t, _ = run(p, [(0.0, Link(False, "no carrier"))])
+    assert deadline(p, t) == 60.0
+    t, seen = run(p, [(30.0, Tick()), (60.0, Tick()), (90.0, Tick())], t)
+    assert [(now, m.event) for now, m in seen] == [(60.0, LONG_DOWN)]
+    assert deadline(p, t) is None
+
+
+def test_degraded_on_latency_with_hysteresis() -> None:
+    p = policy(max_latency_ms=100, loss_window=4)
+    t, seen = run(p, [(float(i), Reply(150.0)) for i in range(3)])
+    assert t.phase is Phase.DEGRADED and "median round trip 150 ms" in seen[0][1].reason
+    assert t.phase.health.value == "degraded"
+    t, seen = run(p, [(10.0 + i, Reply(90.0)) for i in range(4)], t)
+    assert t.phase is Phase.DEGRADED  # 90 is under 100 but over the 80 to return
+    t, seen = run(p, [(20.0 + i, Reply(50.0)) for i in range(4)], t)
+    assert t.phase is Phase.UP
+
+
+def test_degraded_on_moderate_loss() -> None:
+    p = policy(min_packet_loss=5, max_packet_loss=50, max_successive_pkts_lost=3, loss_window=20)
+    events: list[tuple[float, Observation]] = [(float(i), Reply(1.0)) for i in range(18)]
+    events += [(18.0, Lost("x")), (19.0, Reply(1.0))]
+    t, seen = run(p, events)
+    assert t.phase is Phase.DEGRADED and seen[0][1].reason == "loss 5% over the last 19 probes"
+
+
+def test_every_transition_is_in_the_table() -> None:
+    p = policy(min_successive_pkts_rcvd=1, hold_time=1, max_latency_ms=50, loss_window=4)
+    observations: list[Observation] = [
+        Reply(10), Reply(90), Lost("x"), Link(False, "gone"), Link(True), Tick()]
+    for combo in itertools.product(observations, repeat=4):
+        t = Tracker()
+        for i, obs in enumerate(combo):
+            t, moved = step(p, t, obs, float(i))
+            for m in moved:
+                assert m.event == LONG_DOWN or m.phase in ALLOWED[m.previous]
+
+
+def test_the_table_rejects_what_it_does_not_list() -> None:
+    from nmbalance.core.health import _move
+
+    with pytest.raises(ValueError, match="down -> up"):
+        _move(Tracker(phase=Phase.DOWN), Phase.UP, 0.0, "")
