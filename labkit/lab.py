@@ -160,13 +160,36 @@ class Lab:
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("lab server did not start: " + (proc.stderr.read() if proc.stderr else ""))
 
+    # --- configs ----------------------------------------------------------------------
+    def config(self, mode: str = "weighted", weights: Sequence[int] = (1, 3, 2),
+               probe: bool = True, health: dict[str, object] | None = None,
+               extra: str = "") -> str:
+        """A TOML config for this lab: one uplink per ISP, each probing its own target."""
+        lines = [f'mode = "{mode}"', 'snippets_dir = ""']
+        for n in range(1, self.isps + 1):
+            lines += ["[[uplink]]", f'name = "ISP{n}"', f'interface = "wan{n}"',
+                      f"weight = {weights[(n - 1) % len(weights)]}"]
+            if probe:
+                lines.append(f'probe = ["{isp_probe(n)}"]')
+        lines += ["[[lan]]", 'name = "LAN"', 'interface = "lan0"']
+        if health:
+            lines.append("[health]")
+            lines += [f"{k} = {str(v).lower() if isinstance(v, bool) else v}"
+                      for k, v in health.items()]
+        return "\n".join(lines) + "\n" + extra
+
+    def write(self, text: str, name: str = "nmbalance.toml") -> str:
+        path = self.workdir / name
+        path.write_text(text)
+        return str(path)
+
     # --- things tests do ---------------------------------------------------------------
     def carrier(self, n: int, up: bool) -> None:
         self.ip(self.isp(n), "link", "set", "rtr", "up" if up else "down")
 
     def blackhole(self, n: int, on: bool) -> None:
         if on:
-            self.sh(self.isp(n), "nft", "add table inet lab; add chain inet lab fwd "
+            self.sh(self.isp(n), "nft", "add table inet lab; add chain inet lab blackhole "
                     "{ type filter hook forward priority 0; policy drop; }")
         else:
             self.sh(self.isp(n), "nft", "delete table inet lab", check=False)

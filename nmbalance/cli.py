@@ -12,7 +12,8 @@ from pathlib import Path
 from nmbalance import __version__
 from nmbalance.config.load import DEFAULT_PATH, load_config
 from nmbalance.config.model import Config
-from nmbalance.errors import ConfigError, NmbalanceError, UsageError
+from nmbalance.config.snippets import read_snippets
+from nmbalance.errors import NmbalanceError, UsageError
 
 log = logging.getLogger("nmbalance")
 
@@ -26,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     def with_config(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("-c", "--config", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
 
+    sp = sub.add_parser("run", help="the daemon: probe, follow events, keep the kernel in step")
+    with_config(sp)
     sp = sub.add_parser("apply", help="discover, decide and apply once")
     with_config(sp)
     sp.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
@@ -42,21 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_snippets(config: Config) -> tuple[tuple[str, str], ...]:
-    if not config.snippets_dir:
-        return ()
-    folder = Path(config.snippets_dir)
-    if not folder.is_dir():
-        return ()
-    out = []
-    for path in sorted(folder.glob("*.nft")):
-        try:
-            out.append((path.name, path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(str(path), f"cannot read snippet: {exc}") from None
-    return tuple(out)
-
-
 def cmd_apply(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     names = {u.name for u in config.uplink}
@@ -64,7 +52,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"unknown uplink {', '.join(unknown)} (configured: {', '.join(sorted(names))})")
     selected = frozenset(args.uplinks) if args.uplinks else None
-    snippets = _read_snippets(config)
+    snippets = read_snippets(config)
     from nmbalance.core.decide import decide
     from nmbalance.sources.kernel import snapshot
 
@@ -80,10 +68,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
     for u in plan.uplinks:
         print(f"{u.name}: {u.status.value}{' (' + u.reason + ')' if u.reason else ''}"
               f"{f', share {u.share:.0%}' if u.share else ''}")
-    log.info("nft %s apply; routing +%d -%d; %d conntrack entries dropped",
+    log.info("nft %s apply; routing +%d -%d; conntrack entries of %d uplinks dropped",
              report.nft_mode, len(report.routing.added), len(report.routing.removed),
-             report.conntrack_dropped)
+             len(report.conntrack_flushed))
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nmbalance.daemon import run
+
+    return run(args.config)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -134,7 +128,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "apply": cmd_apply, "check": cmd_check, "convert": cmd_convert,
+    "run": cmd_run, "apply": cmd_apply, "check": cmd_check, "convert": cmd_convert,
     "flush": cmd_flush, "status": cmd_status,
 }
 

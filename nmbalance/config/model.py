@@ -68,6 +68,10 @@ def _port_spec(value: object) -> object:
 
 
 PortSpec = Annotated[tuple[int, int], BeforeValidator(_port_spec)]
+# Addresses for sendmail's To: header, comma-separated; no spaces or newlines, so
+# nothing can be injected into the message.
+_MAILBOX = r"[^\s@,;<>]+(@[^\s@,;<>]+)?"
+EMAIL_LIST = rf"^{_MAILBOX}(,{_MAILBOX})*$"
 
 
 class Strict(BaseModel):
@@ -245,7 +249,7 @@ class Config(Strict):
     forwarding_group: list[ForwardingGroup] = []
     port_forward: list[PortForward] = []
     snippets_dir: str | None = "/etc/nmbalance/nft.d"
-    warn_email: str | None = None
+    warn_email: Annotated[str, Field(pattern=EMAIL_LIST)] | None = None
 
     @model_validator(mode="after")
     def _cross_references(self, info: ValidationInfo) -> Config:

@@ -45,8 +45,6 @@ ALLOWED: dict[Phase, frozenset[Phase]] = {
 }
 
 LONG_DOWN = "long-down"
-# Loss percentages need some samples before they mean anything.
-MIN_LOSS_SAMPLES = 10
 
 
 @dataclass(frozen=True)
@@ -135,11 +133,13 @@ class Tracker:
     hold: float = 0.0  # what RECOVERING must last this time
     latency_ms: float | None = field(default=None)
 
-    @property
-    def loss_percent(self) -> float | None:
-        if len(self.window) < MIN_LOSS_SAMPLES:
-            return None
-        return 100.0 * self.window.count(False) / len(self.window)
+
+def loss_percent(p: Policy, t: Tracker) -> float | None:
+    """Loss over the window, counted against the whole window even before it
+    fills, so one early loss is not taken for a high rate."""
+    if not t.window:
+        return None
+    return 100.0 * t.window.count(False) / max(len(t.window), p.window)
 
 
 def _move(t: Tracker, phase: Phase, now: float, reason: str) -> tuple[Tracker, Transition]:
@@ -178,8 +178,8 @@ def _last(items: tuple[float, ...], item: float, keep: int) -> tuple[float, ...]
 
 def _judge_quality(p: Policy, t: Tracker, now: float) -> tuple[Tracker, Transition | None]:
     """UP <-> DEGRADED on loss between the thresholds or latency over max_latency_ms."""
-    loss = t.loss_percent
-    lossy = loss is not None and loss >= p.min_packet_loss > 0
+    loss = loss_percent(p, t)
+    lossy = loss is not None and loss > p.min_packet_loss
     slow = p.max_latency_ms is not None and t.latency_ms is not None and (
         t.latency_ms > p.max_latency_ms if t.phase is Phase.UP
         else t.latency_ms > 0.8 * p.max_latency_ms
@@ -231,7 +231,7 @@ def step(p: Policy, t: Tracker, obs: Observation, now: float) -> tuple[Tracker, 
         t = replace(t, lost_in_row=t.lost_in_row + 1, rcvd_in_row=0)
         if t.phase in (Phase.UP, Phase.DEGRADED):
             t = replace(t, window=(*t.window, False)[-p.window:])
-            loss = t.loss_percent
+            loss = loss_percent(p, t)
             if t.lost_in_row >= p.max_lost:
                 t = take(_go_down(p, t, now, f"{t.lost_in_row} probes lost in a row {obs.detail}"))
             elif loss is not None and loss > p.max_packet_loss:

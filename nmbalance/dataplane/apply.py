@@ -4,6 +4,7 @@ is unchanged), then conntrack of uplinks that left rotation; read back."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from nmbalance.core.plan import Plan
@@ -16,8 +17,12 @@ from nmbalance.errors import ApplyError
 class ApplyReport:
     nft_mode: str  # "full" or "contents"
     routing: routing.RoutingChanges
-    conntrack_dropped: int
+    conntrack_flushed: frozenset[int]  # marks whose entries were dropped
     left_rotation: frozenset[int]
+    # From the call to the table and routes being in place (new connections follow
+    # the plan from then on), and what dropping conntrack entries took after that.
+    kernel_ms: float = 0.0
+    conntrack_ms: float = 0.0
 
 
 def restore_sticky(before: TableState | None, plan: Plan) -> str:
@@ -51,6 +56,7 @@ class Applier:
         self._conntrack = conntrack.ConntrackCleaner()
 
     def apply(self, plan: Plan) -> ApplyReport:
+        started = time.perf_counter()
         table = self._tables.get(plan.nft.table)
         if table is None:
             table = self._tables[plan.nft.table] = NftTable(plan.nft.table)
@@ -83,8 +89,11 @@ class Applier:
             raise ApplyError("the nft table's live uplinks differ from the plan after apply")
         self._digest, self._live = plan.nft.digest, after_live
         left = frozenset(before_live - plan.live_marks)
-        dropped = self._conntrack.drop_marked(left, plan.mark_mask) if self.flush_conntrack else 0
-        return ApplyReport(mode, changes, dropped, left)
+        placed = time.perf_counter()
+        dropped = (self._conntrack.drop_marked(left, plan.mark_mask) if self.flush_conntrack
+                   else frozenset())
+        return ApplyReport(mode, changes, dropped, left, (placed - started) * 1000,
+                           (time.perf_counter() - placed) * 1000)
 
     def close(self) -> None:
         self._conntrack.close()

@@ -40,23 +40,26 @@ def run(p: Policy, events: list[tuple[float, Observation]], t: Tracker | None = 
 
 def test_down_after_successive_losses_with_reason() -> None:
     p = policy()
-    t, seen = run(p, [(1.0, Lost("to 192.0.2.1")), (2.0, Lost("to 192.0.2.1"))])
-    assert t.phase is Phase.UP and not seen
+    t, seen = run(p, [(1.0, Lost("to 192.0.2.1"))])
+    assert t.phase is Phase.UP and not seen  # 1 of a 20-probe window: 5%, not over 5%
+    t, seen = run(p, [(2.0, Lost("to 192.0.2.1"))], t)
+    assert t.phase is Phase.DEGRADED and seen[0][1].reason == "loss 10% over the last 2 probes"
     t, seen = run(p, [(3.0, Lost("to 192.0.2.1"))], t)
     assert t.phase is Phase.DOWN
-    assert seen == [(3.0, Transition(Phase.UP, Phase.DOWN,
+    assert seen == [(3.0, Transition(Phase.DEGRADED, Phase.DOWN,
                                      "3 probes lost in a row to 192.0.2.1", "down"))]
 
 
-def test_a_reply_resets_the_run_of_losses() -> None:
+def test_loss_rate_alone_takes_an_uplink_down() -> None:
     p = policy()
     events: list[tuple[float, Observation]] = []
     for i in range(10):
         events += [(3 * i, Lost("x")), (3 * i + 1, Lost("x")), (3 * i + 2, Reply(10.0))]
     _, seen = run(p, events, Tracker())
-    # Never 3 in a row, but 7 of 10 lost is far over max_packet_loss
-    assert [m.phase for _, m in seen] == [Phase.DOWN]
-    assert seen[0][1].reason == "loss 70% over the last 10 probes (max 15%)"
+    # Never 3 in a row, but 4 lost of a 20-probe window is over max_packet_loss (15%)
+    assert [m.phase for _, m in seen] == [Phase.DEGRADED, Phase.DOWN]
+    assert seen[1] == (4, Transition(Phase.DEGRADED, Phase.DOWN,
+                                     "loss 20% over the last 5 probes (max 15%)", "down"))
 
 
 def test_recovery_needs_replies_in_a_row_then_the_hold_time() -> None:
@@ -154,10 +157,12 @@ def test_degraded_on_latency_with_hysteresis() -> None:
 
 def test_degraded_on_moderate_loss() -> None:
     p = policy(min_packet_loss=5, max_packet_loss=50, max_successive_pkts_lost=3, loss_window=20)
-    events: list[tuple[float, Observation]] = [(float(i), Reply(1.0)) for i in range(18)]
-    events += [(18.0, Lost("x")), (19.0, Reply(1.0))]
-    t, seen = run(p, events)
-    assert t.phase is Phase.DEGRADED and seen[0][1].reason == "loss 5% over the last 19 probes"
+    events: list[tuple[float, Observation]] = [(float(i), Reply(1.0)) for i in range(17)]
+    events += [(17.0, Lost("x")), (18.0, Reply(1.0))]
+    t, _ = run(p, events)
+    assert t.phase is Phase.UP  # 1 of 19 is 5%: not over min_packet_loss
+    t, seen = run(p, [(19.0, Lost("x")), (20.0, Reply(1.0))], t)
+    assert t.phase is Phase.DEGRADED and seen[0][1].reason == "loss 10% over the last 20 probes"
 
 
 def test_every_transition_is_in_the_table() -> None:

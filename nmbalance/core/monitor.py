@@ -1,0 +1,108 @@
+"""Health of every uplink together: one state machine each, fed by link facts
+and probe rounds, laid over the facts decide() reads. No I/O, no clock of
+its own: callers pass `now`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from nmbalance.config.model import Config
+from nmbalance.core.facts import Facts, UplinkFacts
+from nmbalance.core.health import (
+    Link,
+    Observation,
+    Phase,
+    Policy,
+    Tick,
+    Tracker,
+    Transition,
+    deadline,
+    step,
+)
+
+
+@dataclass(frozen=True)
+class Change:
+    uplink: str
+    transition: Transition
+
+    @property
+    def health_changed(self) -> bool:
+        """Whether decide() sees a difference (recovering and down look alike)."""
+        t = self.transition
+        return t.previous.health != t.phase.health
+
+    def describe(self) -> str:
+        return f"{self.uplink} {self.transition.event}: {self.transition.reason}"
+
+
+def link_state(static_gateway: bool, facts: UplinkFacts) -> Link:
+    """Whether the link itself can carry traffic, before any probe says so."""
+    if not facts.present:
+        return Link(False, facts.gateway_reason or "interface not found")
+    if not facts.carrier:
+        return Link(False, "no carrier")
+    if not facts.addresses:
+        return Link(False, "no address")
+    if not (static_gateway or facts.gateway is not None or facts.point_to_point):
+        return Link(False, facts.gateway_reason or "no gateway")
+    return Link(True)
+
+
+class HealthMonitor:
+    def __init__(self, config: Config) -> None:
+        self.policies: dict[str, Policy] = {}
+        self.trackers: dict[str, Tracker] = {}
+        self._targets: dict[str, tuple[str, ...]] = {}
+        self._static: dict[str, bool] = {}
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Take a new config; uplinks whose name and probe targets stay keep their history."""
+        trackers: dict[str, Tracker] = {}
+        targets: dict[str, tuple[str, ...]] = {}
+        for u in config.uplink:
+            targets[u.name] = tuple(str(t) for t in u.probe)
+            same = self._targets.get(u.name) == targets[u.name]
+            trackers[u.name] = self.trackers[u.name] if same else Tracker()
+        self.trackers, self._targets = trackers, targets
+        self.policies = {u.name: Policy.from_config(config.health, bool(u.probe))
+                         for u in config.uplink}
+        self._static = {u.name: u.gateway != "auto" for u in config.uplink}
+
+    def observe(self, uplink: str, obs: Observation, now: float) -> list[Change]:
+        if uplink not in self.trackers:
+            return []  # a probe round that outlived a reload
+        tracker, moved = step(self.policies[uplink], self.trackers[uplink], obs, now)
+        self.trackers[uplink] = tracker
+        return [Change(uplink, t) for t in moved]
+
+    def observe_links(self, facts: Facts, now: float) -> list[Change]:
+        changes: list[Change] = []
+        for name in self.trackers:
+            changes += self.observe(name, link_state(self._static[name], facts.uplink(name)), now)
+        return changes
+
+    def tick(self, now: float) -> list[Change]:
+        changes: list[Change] = []
+        for name in self.trackers:
+            changes += self.observe(name, Tick(), now)
+        return changes
+
+    def deadline(self) -> float | None:
+        times = [d for name, t in self.trackers.items()
+                 if (d := deadline(self.policies[name], t)) is not None]
+        return min(times) if times else None
+
+    def phase(self, uplink: str) -> Phase:
+        return self.trackers[uplink].phase
+
+    def overlay(self, facts: Facts) -> Facts:
+        """The facts with each uplink's health and its reason."""
+        ups = []
+        for f in facts.uplinks:
+            t = self.trackers.get(f.name)
+            if t is not None:
+                f = replace(f, health=t.phase.health, health_reason=t.reason)
+            ups.append(f)
+        return replace(facts, uplinks=tuple(ups))

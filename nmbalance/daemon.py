@@ -1,0 +1,366 @@
+"""`nmbalance run`: the event-driven daemon.
+
+    netlink events ─┐
+    probe rounds ───┼─▶ health monitor ─▶ dirty ─▶ debounced reconcile:
+    timers, SIGHUP ─┘                              snapshot ▶ decide ▶ apply ▶ publish
+
+Everything runs in one asyncio.TaskGroup. pyroute2, libnftables and the
+conntrack socket are synchronous (and pyroute2 0.9's sync API cannot run
+inside a running event loop), so the kernel side runs in one worker thread
+that owns those objects; decide() and the health machines run on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import ParamSpec, TypeVar
+
+from nmbalance.config.load import load_config
+from nmbalance.config.model import Config, Uplink
+from nmbalance.config.snippets import read_snippets
+from nmbalance.core.decide import decide
+from nmbalance.core.facts import Facts
+from nmbalance.core.health import Lost, Reply
+from nmbalance.core.monitor import Change, HealthMonitor
+from nmbalance.core.plan import Plan, UplinkStatus
+from nmbalance.dataplane.apply import Applier, flush
+from nmbalance.errors import ApplyError, ConfigError, ConfigErrors
+from nmbalance.publish import mail
+from nmbalance.publish.hooks import HookRunner
+from nmbalance.publish.sdnotify import Notifier
+from nmbalance.sources.kernel import snapshot
+from nmbalance.sources.netlink import NetlinkWatch
+from nmbalance.sources.probes import Prober, unprivileged_icmp_allowed
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+RETRY_AFTER_ERROR = 1.0
+
+
+class _Stop(Exception):
+    """Raised inside the TaskGroup to end it."""
+
+
+class _Restart(Exception):
+    """Raised inside the probe group to restart it with a new config."""
+
+
+@dataclass(frozen=True)
+class HookJob:
+    event: str
+    env: dict[str, str]
+    mail_subject: str = ""
+
+
+class Daemon:
+    def __init__(self, config_path: str, config: Config, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 notifier: Notifier | None = None) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.clock = clock
+        self.notifier = notifier or Notifier()
+        self.monitor = HealthMonitor(config)
+        self.hooks = HookRunner(config.daemon.hooks_dir, config.daemon.hook_timeout)
+        self.snippets = read_snippets(config)
+        self.facts: Facts | None = None
+        self.plan: Plan | None = None
+        self.reconfigurations = 0
+        # Where each uplink's probes leave from: set only while it has its own table.
+        self.probe_source: dict[str, IPv4Address | IPv6Address | None] = {}
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._timers_changed = asyncio.Event()
+        self._probes_changed = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._hook_jobs: asyncio.Queue[HookJob] = asyncio.Queue()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
+        self._applier: Applier | None = None
+        self._prober: Prober | None = None
+        self._privileged_icmp = True
+        # One reconcile at a time: the reloader and the reconciler both run them.
+        self._lock = asyncio.Lock()
+
+    # --- the kernel side, in its own thread ----------------------------------------------
+    async def _kernel(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, lambda: fn(*args, **kwargs))
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        # Subscribe before the first snapshot, so no change falls in between.
+        watch = NetlinkWatch(self.config.kernel.route_protocol)
+        self._applier = await self._kernel(Applier, self.config.kernel.flush_conntrack)
+        self._privileged_icmp = not unprivileged_icmp_allowed()
+        for signum, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set),
+                                (signal.SIGHUP, self._reload.set)):
+            loop.add_signal_handler(signum, handler)
+        try:
+            await self._reconcile()  # the first one fails loudly: exit 1 under systemd
+            self._ready.set()
+            self.notifier.ready(self.summary())
+            log.info("running: %s", self.summary())
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._watch_netlink(watch))
+                tg.create_task(self._reconciler())
+                tg.create_task(self._probes())
+                tg.create_task(self._timers())
+                tg.create_task(self._hook_worker())
+                tg.create_task(self._reloader())
+                if self.notifier.watchdog_interval:
+                    tg.create_task(self._watchdog(self.notifier.watchdog_interval))
+                tg.create_task(self._until_stopped())
+        except* _Stop:
+            pass
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            self.notifier.stopping()
+            watch.close()
+            await self._shutdown()
+        return 0
+
+    async def _until_stopped(self) -> None:
+        await self._stop.wait()
+        raise _Stop
+
+    async def _shutdown(self) -> None:
+        applier = self._applier
+        if self.config.daemon.on_stop == "flush":
+            removed, changes = await self._kernel(
+                flush, self.config.kernel.table, self.config.kernel.route_protocol)
+            log.info("stopped; flushed table %s (%s) and %d routes/rules",
+                     self.config.kernel.table, "removed" if removed else "absent",
+                     len(changes.removed))
+        else:
+            log.info("stopped; the last applied state stays in place")
+        if applier is not None:
+            await self._kernel(applier.close)
+        self._worker.shutdown(wait=True)
+        self.notifier.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # --- facts in --------------------------------------------------------------------------
+    async def _watch_netlink(self, watch: NetlinkWatch) -> None:
+        async for change in watch.changes():
+            log.debug("netlink: %s", change)
+            self._dirty.set()
+
+    async def _probes(self) -> None:
+        """One probe loop per probed uplink; restarted when the config changes."""
+        while True:
+            self._probes_changed.clear()
+            targets = sum(len(u.probe) for u in self.config.uplink)
+            self._prober = Prober(max(targets, 4), privileged=self._privileged_icmp)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for u in self.config.uplink:
+                        if u.probe:
+                            tg.create_task(self._probe_loop(u, self._prober))
+                    tg.create_task(self._restart_on(self._probes_changed))
+            except* _Restart:
+                pass
+            finally:
+                self._prober.close()
+
+    @staticmethod
+    async def _restart_on(event: asyncio.Event) -> None:
+        await event.wait()
+        raise _Restart
+
+    async def _probe_loop(self, uplink: Uplink, prober: Prober) -> None:
+        health = self.config.health
+        interval = health.interval_ms / 1000
+        timeout = health.round_timeout_ms / 1000
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            source = self.probe_source.get(uplink.name)
+            if source is not None:
+                result = await prober.round(uplink.probe, source, timeout, health.reliability)
+                obs = Reply(result.rtt_ms or 0.0) if result.ok else Lost(result.detail)
+                self._record(self.monitor.observe(uplink.name, obs, self.clock()))
+            due += interval
+            now = loop.time()
+            if due < now:  # fell behind (a suspended machine): skip, don't burst
+                due = now
+            await asyncio.sleep(due - now)
+
+    async def _timers(self) -> None:
+        while True:
+            deadline = self.monitor.deadline()
+            timeout = None if deadline is None else max(deadline - self.clock(), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timers_changed.wait(), timeout)
+            self._timers_changed.clear()
+            self._record(self.monitor.tick(self.clock()))
+
+    # --- health changes out ----------------------------------------------------------------
+    def _record(self, changes: list[Change]) -> None:
+        if not changes:
+            return
+        self._timers_changed.set()
+        for change in changes:
+            level = logging.WARNING if change.transition.event in (
+                "down", "long-down") else logging.INFO
+            log.log(level, "%s", change.describe())
+            if change.health_changed or change.transition.event == "long-down":
+                self._queue_hooks(change)
+            if change.health_changed:
+                self._dirty.set()
+
+    def _uplink_env(self, name: str) -> dict[str, str]:
+        facts = self.facts.uplink(name) if self.facts else None
+        plan = self.plan.uplink(name) if self.plan else None
+        return {
+            "UPLINK": name,
+            "INTERFACE": (facts.interface if facts else None) or "",
+            "GATEWAY": (plan.gateway if plan else None) or "",
+            "GATEWAY_SOURCE": plan.gateway_source if plan else "",
+            "ADDRESS": " ".join(str(a.ip) for a in facts.addresses) if facts else "",
+        }
+
+    def _queue_hooks(self, change: Change) -> None:
+        t = change.transition
+        env = self._uplink_env(change.uplink) | {
+            "STATE": t.phase.health.value,
+            "PREVIOUS_STATE": t.previous.health.value,
+            "REASON": t.reason,
+        }
+        self._hook_jobs.put_nowait(HookJob(t.event, env, change.describe()))
+
+    async def _hook_worker(self) -> None:
+        """Hooks and mail run one at a time, in the order things happened."""
+        while True:
+            job = await self._hook_jobs.get()
+            await self.hooks.run(job.event, job.env | {"NMBALANCE_CONFIG": self.config_path})
+            to = self.config.warn_email
+            if to and job.mail_subject and job.event in ("up", "down", "long-down"):
+                await mail.send(to, job.mail_subject, job.mail_subject + "\n\n" + self.summary(),
+                                self.config.daemon.hook_timeout)
+
+    # --- reconcile -------------------------------------------------------------------------
+    async def _reconciler(self) -> None:
+        debounce = self.config.daemon.debounce_ms / 1000
+        failed = False
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), RETRY_AFTER_ERROR if failed else None)
+            if debounce:
+                await asyncio.sleep(debounce)
+            self._dirty.clear()
+            try:
+                await self._reconcile()
+                failed = False
+            except Exception as exc:  # the daemon outlives a failed apply, and retries
+                failed = True
+                log.error("apply failed, retrying in %g s: %s", RETRY_AFTER_ERROR, exc,
+                          exc_info=not isinstance(exc, ApplyError | OSError))
+                if self._applier is not None:
+                    self._applier.forget()
+
+    async def _reconcile(self) -> None:
+        async with self._lock:
+            await self._reconcile_locked()
+
+    async def _reconcile_locked(self) -> None:
+        config = self.config
+        facts = await self._kernel(snapshot, config)
+        self.facts = facts
+        self._record(self.monitor.observe_links(facts, self.clock()))
+        plan = decide(config, self.monitor.overlay(facts), None, self.snippets)
+        self.probe_source = {
+            u.name: next((a.ip for a in facts.uplink(u.name).addresses if a.version == 4), None)
+            if u.routed else None
+            for u in plan.uplinks
+        }
+        if plan == self.plan:
+            return
+        await self._apply(plan)
+
+    async def _apply(self, plan: Plan) -> None:
+        assert self._applier is not None
+        previous = self.plan
+        active = " ".join(u.name for u in plan.uplinks if u.status is UplinkStatus.ACTIVE)
+        if self.hooks.scripts("pre-apply"):
+            await self.hooks.run("pre-apply", {"ACTIVE_UPLINKS": active,
+                                               "NMBALANCE_CONFIG": self.config_path})
+        report = await self._kernel(self._applier.apply, plan)
+        self.plan = plan
+        self.reconfigurations += 1
+        for warning in plan.warnings:
+            if previous is None or warning not in previous.warnings:
+                log.warning("%s", warning)
+        gone = [u.name for u in plan.uplinks if u.mark in report.conntrack_flushed]
+        dropped = (f"; conntrack entries of {', '.join(gone)} dropped in "
+                   f"{report.conntrack_ms:.1f} ms" if gone else "")
+        log.info("applied (%s, %.1f ms): %s%s", report.nft_mode, report.kernel_ms,
+                 self.summary(), dropped)
+        self.notifier.status(self.summary())
+        self._hook_jobs.put_nowait(HookJob("post-apply", {"ACTIVE_UPLINKS": active}))
+
+    def summary(self) -> str:
+        if self.plan is None:
+            return "starting"
+        parts = []
+        for u in self.plan.uplinks:
+            share = f" {u.share:.0%}" if u.share else ""
+            parts.append(f"{u.name} {u.status.value}{share}")
+        return ", ".join(parts)
+
+    # --- reload, watchdog ------------------------------------------------------------------
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            self.notifier.reloading()
+            await self.reload()
+            self.notifier.ready(self.summary())
+
+    async def reload(self) -> bool:
+        try:
+            config = load_config(self.config_path)
+            snippets = read_snippets(config)
+        except (ConfigError, ConfigErrors) as exc:
+            log.error("reload refused, the running config stays: %s", exc)
+            return False
+        old = self.config
+        async with self._lock:
+            if config.kernel != old.kernel:
+                # Another table name or numbering: remove what the old one installed.
+                await self._kernel(flush, old.kernel.table, old.kernel.route_protocol)
+                assert self._applier is not None
+                self._applier.forget()
+                self._applier.flush_conntrack = config.kernel.flush_conntrack
+            self.config, self.snippets = config, snippets
+            self.monitor.configure(config)
+            self.hooks = HookRunner(config.daemon.hooks_dir, config.daemon.hook_timeout)
+            self.plan = None
+            self._probes_changed.set()
+            self._timers_changed.set()
+            await self._reconcile_locked()
+        log.info("reloaded %s", self.config_path)
+        return True
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+
+def run(config_path: str) -> int:
+    config = load_config(config_path)
+    return asyncio.run(Daemon(config_path, config).run())

@@ -1,0 +1,102 @@
+"""ICMP echo probes sent through one uplink.
+
+A probe is bound to the uplink's own address, so the uplink's source rule
+routes it by the uplink's own table, and the output chain leaves ICMP
+unmarked. icmplib's synchronous socket API is the one both 2.1 (Debian 13)
+and 3.0 offer, so each echo runs in a worker thread of our own pool, sized
+so that no probe waits behind another and turns a queue into "loss".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from statistics import median
+
+from icmplib import ICMPLibError, ICMPRequest, ICMPv4Socket, ICMPv6Socket, SocketPermissionError
+
+AnyAddress = IPv4Address | IPv6Address
+
+
+def unprivileged_icmp_allowed() -> bool:
+    """Datagram ICMP sockets need our gid in net.ipv4.ping_group_range."""
+    try:
+        ICMPv4Socket(privileged=False).close()
+    except SocketPermissionError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    answered: int
+    needed: int
+    rtt_ms: float | None  # median of the answers
+    detail: str  # to whom, and what went wrong, for the log line
+
+    @property
+    def ok(self) -> bool:
+        return self.answered >= self.needed
+
+
+def echo(target: AnyAddress, source: AnyAddress, timeout: float, privileged: bool,
+         ident: int, sequence: int) -> float:
+    """One echo request; the round trip in ms. Raises ICMPLibError or OSError."""
+    family = ICMPv4Socket if target.version == 4 else ICMPv6Socket
+    with family(address=str(source), privileged=privileged) as sock:
+        request = ICMPRequest(destination=str(target), id=ident, sequence=sequence)
+        sock.send(request)
+        reply = sock.receive(request, timeout)
+        reply.raise_for_status()
+        return float(reply.time - request.time) * 1000.0
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().rstrip(".")
+    if type(exc).__name__ == "TimeoutExceeded":
+        return "no reply"
+    return text[:80] or type(exc).__name__
+
+
+class Prober:
+    def __init__(self, workers: int, privileged: bool) -> None:
+        self.privileged = privileged
+        self._pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="probe")
+        # Raw sockets see every echo reply to their address: distinct sequence
+        # numbers keep concurrent probes of one uplink apart.
+        self._ident = os.getpid() & 0xFFFF
+        self._sequence = itertools.count(1)
+
+    async def round(self, targets: Sequence[AnyAddress], source: AnyAddress,
+                    timeout: float, reliability: int) -> RoundResult:
+        loop = asyncio.get_running_loop()
+        needed = min(reliability, len(targets))
+        jobs = [
+            loop.run_in_executor(self._pool, echo, target, source, timeout, self.privileged,
+                                 self._ident, next(self._sequence) & 0xFFFF)
+            for target in targets
+        ]
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        rtts = [o for o in outcomes if isinstance(o, float)]
+        failures = [
+            f"{target}: {_why(o)}" for target, o in zip(targets, outcomes, strict=True)
+            if isinstance(o, BaseException)
+        ]
+        for o in outcomes:  # only what a probe can raise counts as loss
+            if isinstance(o, BaseException) and not isinstance(o, ICMPLibError | OSError):
+                raise o
+        if len(targets) == 1:
+            detail = f"to {targets[0]}"
+        else:
+            detail = f"({len(rtts)} of {len(targets)} targets answered, {needed} needed)"
+        if failures and len(targets) > 1:
+            detail += ": " + "; ".join(failures)
+        return RoundResult(len(rtts), needed, median(rtts) if rtts else None, detail)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
