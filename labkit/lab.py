@@ -163,9 +163,10 @@ class Lab:
     # --- configs ----------------------------------------------------------------------
     def config(self, mode: str = "weighted", weights: Sequence[int] = (1, 3, 2),
                probe: bool = True, health: dict[str, object] | None = None,
-               extra: str = "") -> str:
-        """A TOML config for this lab: one uplink per ISP, each probing its own target."""
-        lines = [f'mode = "{mode}"', 'snippets_dir = ""']
+               extra: str = "", top: str = "") -> str:
+        """A TOML config for this lab: one uplink per ISP, each probing its own target.
+        `top` holds top-level keys, `extra` more tables."""
+        lines = [f'mode = "{mode}"', 'snippets_dir = ""', *top.splitlines()]
         for n in range(1, self.isps + 1):
             lines += ["[[uplink]]", f'name = "ISP{n}"', f'interface = "wan{n}"',
                       f"weight = {weights[(n - 1) % len(weights)]}"]
@@ -193,6 +194,14 @@ class Lab:
                     "{ type filter hook forward priority 0; policy drop; }")
         else:
             self.sh(self.isp(n), "nft", "delete table inet lab", check=False)
+
+    def block_probes(self, n: int, on: bool) -> None:
+        """Drop only traffic to the probe targets: the ISP carries everything else."""
+        if on:
+            self.sh(self.isp(n), "nft", "add table inet labprobe; add chain inet labprobe drop_probes "
+                    "{ type filter hook forward priority 0; ip daddr 198.51.100.0/24 drop; }")
+        else:
+            self.sh(self.isp(n), "nft", "delete table inet labprobe", check=False)
 
     def connections(self, count: int, ns: str | None = None, concurrency: int = 32,
                     bind: str | None = None) -> dict[int, int]:

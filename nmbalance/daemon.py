@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from nmbalance.config.load import load_config
@@ -103,6 +104,8 @@ class Daemon:
         watch = NetlinkWatch(self.config.kernel.route_protocol)
         self._applier = await self._kernel(Applier, self.config.kernel.flush_conntrack)
         self._privileged_icmp = not unprivileged_icmp_allowed()
+        log.info("probes use %s", "raw ICMP sockets" if self._privileged_icmp
+                 else "unprivileged (datagram) ICMP sockets")
         for signum, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set),
                                 (signal.SIGHUP, self._reload.set)):
             loop.add_signal_handler(signum, handler)
@@ -148,7 +151,6 @@ class Daemon:
         if applier is not None:
             await self._kernel(applier.close)
         self._worker.shutdown(wait=True)
-        self.notifier.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -230,7 +232,8 @@ class Daemon:
             "INTERFACE": (facts.interface if facts else None) or "",
             "GATEWAY": (plan.gateway if plan else None) or "",
             "GATEWAY_SOURCE": plan.gateway_source if plan else "",
-            "ADDRESS": " ".join(str(a.ip) for a in facts.addresses) if facts else "",
+            "ADDRESS": " ".join(str(a.ip) for a in facts.addresses
+                                if not a.ip.is_link_local) if facts else "",
         }
 
     def _queue_hooks(self, change: Change) -> None:
@@ -249,8 +252,10 @@ class Daemon:
             await self.hooks.run(job.event, job.env | {"NMBALANCE_CONFIG": self.config_path})
             to = self.config.warn_email
             if to and job.mail_subject and job.event in ("up", "down", "long-down"):
+                program = self.config.daemon.sendmail
                 await mail.send(to, job.mail_subject, job.mail_subject + "\n\n" + self.summary(),
-                                self.config.daemon.hook_timeout)
+                                self.config.daemon.hook_timeout,
+                                Path(program) if program else None)
 
     # --- reconcile -------------------------------------------------------------------------
     async def _reconciler(self) -> None:

@@ -151,6 +151,8 @@ class Daemon(Strict):
     on_stop: Literal["keep", "flush"] = "keep"
     # Netlink events come in bursts; one reconcile per burst.
     debounce_ms: Annotated[int, Field(ge=0, le=5000)] = 10
+    # The program warn_email hands messages to; unset: /usr/sbin/sendmail or /usr/lib/sendmail.
+    sendmail: Annotated[str, Field(pattern=r"^/[^\x00]*$")] | None = None
 
 
 class Rule(Strict):

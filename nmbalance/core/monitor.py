@@ -42,7 +42,7 @@ def link_state(static_gateway: bool, facts: UplinkFacts) -> Link:
         return Link(False, facts.gateway_reason or "interface not found")
     if not facts.carrier:
         return Link(False, "no carrier")
-    if not facts.addresses:
+    if not any(not a.ip.is_link_local for a in facts.addresses):
         return Link(False, "no address")
     if not (static_gateway or facts.gateway is not None or facts.point_to_point):
         return Link(False, facts.gateway_reason or "no gateway")

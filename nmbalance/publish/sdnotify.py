@@ -16,21 +16,20 @@ class Notifier:
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         path = environ.get("NOTIFY_SOCKET", "")
         self._address = "\0" + path[1:] if path.startswith("@") else path
-        self._sock: socket.socket | None = None
-        if path:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         usec = environ.get("WATCHDOG_USEC", "")
         pid = environ.get("WATCHDOG_PID", "")
         mine = not pid or pid == str(os.getpid())
         # Ping at half the interval systemd waits, as sd_watchdog_enabled(3) advises.
-        self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and mine and self._sock else None
+        self.watchdog_interval = (
+            int(usec) / 2e6 if usec.isdigit() and mine and self._address else None)
 
     def notify(self, *fields: str) -> None:
-        if self._sock is None:
+        if not self._address:
             return
         # systemd gone or its socket full: nothing useful to do about either.
-        with contextlib.suppress(OSError):
-            self._sock.sendto("\n".join(fields).encode(), self._address)
+        with contextlib.suppress(OSError), socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto("\n".join(fields).encode(), self._address)
 
     def ready(self, status: str) -> None:
         self.notify("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
@@ -46,8 +45,3 @@ class Notifier:
 
     def stopping(self) -> None:
         self.notify("STOPPING=1")
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
