@@ -17,8 +17,8 @@ from labkit.lab import ROOT, Lab
 
 class DaemonProcess:
     def __init__(self, lab: Lab, config_path: str, env: Mapping[str, str] | None = None,
-                 echo: bool = False) -> None:
-        self.echo = echo
+                 echo: str | None = None) -> None:
+        self.echo = echo  # print each line behind this prefix
         self.lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         environ = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(env or {}))
@@ -35,11 +35,12 @@ class DaemonProcess:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            arrived = time.monotonic()
+            if self.echo is not None:  # before waiters see it, so output stays in order
+                print(self.echo + line, end="", flush=True)
             with self._cond:
-                self.lines.append((time.monotonic(), line.rstrip("\n")))
+                self.lines.append((arrived, line.rstrip("\n")))
                 self._cond.notify_all()
-            if self.echo:
-                print(line, end="", flush=True)
         with self._cond:
             self._cond.notify_all()
 

@@ -1,22 +1,32 @@
-"""The README's demo: 3 simulated ISPs and a LAN, balanced by nmbalance.
+"""The README's demo: 3 simulated ISPs and a LAN, balanced by `nmbalance run`.
 
-Shows new connections spreading by weight (1:3:2), leaving an uplink whose
-carrier is pulled, an administrator leaving one out (`apply ISP1 ISP3`), and
-everything coming back. Every packet stays inside the lab's namespaces.
+The daemon spreads new connections by weight (1:3:2); then ISP2's cable is
+pulled and plugged back, and ISP3 fails silently (carrier up, nothing gets
+through) and heals: watch new connections leave each uplink and come back,
+with the daemon's own log lines. Every packet stays inside the lab's
+namespaces.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import signal
 import time
 
+from labkit.daemon import DaemonProcess
 from labkit.lab import Lab, isp_probe
 
 CONFIG = f"""\
-# The demo's embedded config: weights 1:3:2, probes inside the lab.
+# The demo's embedded config: weights 1:3:2, probes inside the lab, and
+# faster health timings than the defaults so the demo doesn't drag.
 mode = "weighted"
 snippets_dir = ""
+
+[health]
+interval_ms = 500
+max_successive_pkts_lost = 3
+min_successive_pkts_rcvd = 4
+hold_time = 2
 
 [[uplink]]
 name = "ISP1"
@@ -60,43 +70,58 @@ def main() -> int:
     args = parser.parse_args()
 
     def step(title: str) -> None:
-        print(f"\n== {title}", flush=True)
         time.sleep(args.pause)
-
-    def apply(*uplinks: str) -> None:
-        result = lab.nmbalance("apply", "-c", str(config), *uplinks)
-        sys.stdout.write("".join(f"    {line}\n" for line in result.stdout.splitlines()))
-        if result.returncode != 0:
-            raise SystemExit(f"nmbalance apply failed: {result.stderr}")
+        print(f"\n== {title}", flush=True)
 
     def traffic() -> None:
+        tally = lab.connections(args.connections)
         print(f"  {args.connections} new connections from the LAN, counted at the server:")
-        print(bars(lab.connections(args.connections), lab.isps), flush=True)
+        print(bars(tally, lab.isps), flush=True)
 
     lab = Lab(isps=3)
     print(f"Building the lab (namespaces {lab.prefix}-*): LAN -- router -- ISP1..3 -- internet")
     with lab:
-        config = lab.workdir / "nmbalance.toml"
-        config.write_text(CONFIG)
-        step("nmbalance apply (weights 1:3:2)")
-        apply()
+        config = lab.write(CONFIG)
+        step("nmbalance run (the daemon; its log is shown behind 'daemon|')")
+        daemon = DaemonProcess(lab, config, echo="    daemon| ")
+        daemon.wait_for("running:")
         traffic()
-        step("ISP2's cable is pulled (carrier lost); nmbalance apply")
+
+        step("ISP2's cable is pulled (carrier lost)")
+        mark, pulled = daemon.mark(), time.monotonic()
         lab.carrier(2, False)
-        apply()
+        applied, _ = daemon.wait_for(r"applied .*ISP2 down", after=mark)
+        print(f"  ISP2 left rotation {1000 * (applied - pulled):.0f} ms after the carrier went")
         traffic()
-        step("ISP2 is back; nmbalance apply")
+
+        step("ISP2's cable is back: it must answer probes, then stay healthy for the hold time")
+        mark, plugged = daemon.mark(), time.monotonic()
         lab.carrier(2, True)
-        apply()
+        applied, _ = daemon.wait_for(r"applied .*ISP2 active", after=mark, timeout=30)
+        print(f"  ISP2 back in rotation after {applied - plugged:.1f} s")
         traffic()
-        step("The administrator leaves ISP2 out: nmbalance apply ISP1 ISP3")
-        apply("ISP1", "ISP3")
+
+        step("ISP3 fails silently upstream: carrier up, nothing gets through")
+        mark, cut = daemon.mark(), time.monotonic()
+        lab.blackhole(3, True)
+        applied, _ = daemon.wait_for(r"applied .*ISP3 down", after=mark, timeout=30)
+        print(f"  ISP3 left rotation {applied - cut:.1f} s after the failure "
+              "(3 probes lost, one every 0.5 s)")
         traffic()
-        step("nmbalance status")
-        status = lab.nmbalance("status", "-c", str(config))
-        sys.stdout.write("".join(f"    {line}\n" for line in status.stdout.splitlines()))
-        step("nmbalance flush, then the lab is removed")
-        print("    " + lab.nmbalance("flush", "-c", str(config)).stdout.strip())
+
+        step("ISP3 heals")
+        mark = daemon.mark()
+        lab.blackhole(3, False)
+        daemon.wait_for(r"applied .*ISP3 active", after=mark, timeout=30)
+        traffic()
+
+        step("nmbalance status (read from the kernel)")
+        status = lab.nmbalance("status", "-c", config)
+        print("".join(f"    {line}\n" for line in status.stdout.splitlines()), end="")
+
+        step("The daemon stops (SIGTERM), nmbalance flush, then the lab is removed")
+        daemon.stop(signal.SIGTERM)
+        print("    " + lab.nmbalance("flush", "-c", config).stdout.strip())
     print("Done: the lab's namespaces are gone.")
     return 0
 

@@ -259,9 +259,9 @@ class Daemon:
 
     # --- reconcile -------------------------------------------------------------------------
     async def _reconciler(self) -> None:
-        debounce = self.config.daemon.debounce_ms / 1000
         failed = False
         while True:
+            debounce = self.config.daemon.debounce_ms / 1000
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), RETRY_AFTER_ERROR if failed else None)
             if debounce:

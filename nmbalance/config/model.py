@@ -105,7 +105,9 @@ class Health(Strict):
     """When an uplink counts as up (DESIGN.md "Health"); names follow lsm where it has them."""
 
     interval_ms: Annotated[int, Field(ge=100, le=60_000)] = 1000
-    # How long a round waits for replies; unset: the whole interval.
+    # How long a round waits for replies; unset: the interval, at most 500 ms, so a
+    # silent failure is seen within interval x max_successive_pkts_lost + 0.5 s.
+    # Raise it for links whose round trip can exceed that (satellite).
     timeout_ms: Annotated[int, Field(ge=10, le=60_000)] | None = None
     # How many of an uplink's probe targets must answer for a round to count as a reply.
     reliability: Annotated[int, Field(ge=1, le=16)] = 1
@@ -138,7 +140,7 @@ class Health(Strict):
 
     @property
     def round_timeout_ms(self) -> int:
-        return self.timeout_ms or self.interval_ms
+        return self.timeout_ms or min(self.interval_ms, 500)
 
 
 class Daemon(Strict):

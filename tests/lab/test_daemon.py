@@ -59,16 +59,26 @@ def ruleset(lab: Lab) -> str:
     return lab.sh(lab.rtr, "nft", "list", "table", "inet", "nmbalance", check=False).stdout
 
 
+def conntrack_count(lab: Lab, mark: int) -> int:
+    out = lab.sh(lab.rtr, "conntrack", "-L", "--mark", f"{mark}/{0xff00}").stdout
+    return len(out.splitlines())
+
+
 def test_carrier_loss_takes_the_uplink_out_and_back(lab: Lab, start: Start) -> None:
     daemon = start()
     before = lab.connections(300)
     assert before.get(2, 0) > 0
+    assert conntrack_count(lab, 0x100) > 0 and conntrack_count(lab, 0x200) > 0
     mark = daemon.mark()
     pulled = time.monotonic()
     lab.carrier(2, False)
     applied, line = daemon.wait_for(r"applied .*ISP2 down", after=mark)
     assert applied - pulled < 2.0, line
     assert "ISP2 down: no carrier" in daemon.text()
+    assert "conntrack entries of ISP2 dropped" in line
+    # Only the dead uplink's flows are dropped; the others keep theirs.
+    assert conntrack_count(lab, 0x200) == 0
+    assert conntrack_count(lab, 0x100) > 0 and conntrack_count(lab, 0x300) > 0
     tally = lab.connections(300)
     assert tally.get(2, 0) == 0 and sum(tally.values()) == 300, tally
     mark = daemon.mark()
@@ -212,9 +222,11 @@ def test_hooks_run_with_the_event_environment_and_a_hung_hook_is_killed(
     write_hook(hooks / "down", "10-hang", f"echo $$ > {out}/hang.pid\nexec sleep 60\n")
     write_hook(hooks / "down", "20-env", f"env > {out}/down.env\n")
     write_hook(hooks / "up", "10-env", f"env > {out}/up.env\n")
+    write_hook(hooks / "long-down", "10-env", f"env > {out}/long-down.env\n")
     writable = write_hook(hooks / "down", "30-writable", f"touch {out}/writable-ran\n")
     writable.chmod(0o777)
-    daemon = start(extra=f'[daemon]\nhooks_dir = "{hooks}"\nhook_timeout = 1\n')
+    daemon = start(health={"long_down_time": 2},
+                   extra=f'[daemon]\nhooks_dir = "{hooks}"\nhook_timeout = 1\n')
     mark = daemon.mark()
     lab.carrier(2, False)
     daemon.wait_for(r"hook .*10-hang killed after 1 s", after=mark)
@@ -228,6 +240,9 @@ def test_hooks_run_with_the_event_environment_and_a_hung_hook_is_killed(
     assert env["ADDRESS"] == "10.102.0.2"
     assert not (out / "writable-ran").exists()
     assert "30-writable skipped" in daemon.text()
+    long_down = wait_for_file(out / "long-down.env").read_text()
+    assert "EVENT=long-down" in long_down and "UPLINK=ISP2" in long_down
+    assert "REASON=down for 2 s" in long_down
     lab.carrier(2, True)
     daemon.wait_for(r"ISP2 up", after=mark)
     up_env = wait_for_file(out / "up.env").read_text()
