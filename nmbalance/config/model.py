@@ -292,6 +292,11 @@ def cross_check(config: Config) -> list[tuple[Loc, str]]:
                 problems.append(((*loc, "interface"), f"interface {iface!r} is already used"))
             seen_ifaces.setdefault(iface, loc)
     uplinks = {u.name for u in config.uplink}
+    for i, u in enumerate(config.uplink):
+        if any(target.version == 6 for target in u.probe):
+            # Probes must leave through the uplink's own table, and per-uplink
+            # IPv6 tables are not set up yet: such a probe would judge the wrong path.
+            problems.append((("uplink", i, "probe"), "IPv6 probe targets are not supported yet"))
     for i, rule in enumerate(config.rule):
         for name in rule.uplinks:
             if name not in uplinks:

@@ -122,16 +122,25 @@ def reconcile(routes: Iterable[Route], rules: Iterable[RoutingRule], proto: int)
     with IPRoute(strict_check=True) as ipr:
         have_routes = owned_routes(ipr, proto)
         have_rules = owned_rules(ipr, proto)
+        # One route per (family, table, prefix): a new gateway replaces ours in
+        # place, atomically, where adding first would collide with it.
+        ours = {(r.family, r.table, r.dst): r for r in have_routes}
+        replaced: set[Route] = set()
         for route in sorted(want_routes - have_routes):
-            _call(ipr.route, "add", _route_args(route, proto), f"route {route.describe()}")
+            old = ours.get((route.family, route.table, route.dst))
+            command = "add" if old is None else "replace"
+            _call(ipr.route, command, _route_args(route, proto), f"route {route.describe()}")
             added.append(f"route {route.describe()}")
+            if old is not None:
+                replaced.add(old)
+                removed.append(f"route {old.describe()}")
         for rule in sorted(want_rules - have_rules):
             _call(ipr.rule, "add", _rule_args(rule, proto), f"rule {rule.describe()}")
             added.append(f"rule {rule.describe()}")
         for rule in sorted(have_rules - want_rules):
             _call(ipr.rule, "del", _rule_args(rule, proto), f"rule {rule.describe()}")
             removed.append(f"rule {rule.describe()}")
-        for route in sorted(have_routes - want_routes):
+        for route in sorted(have_routes - want_routes - replaced):
             args = _route_args(route, proto) if route.interface else {
                 "family": FAMILY[route.family], "dst": route.dst, "table": route.table,
                 "proto": proto, **({"type": route.kind} if route.kind != "unicast" else {}),

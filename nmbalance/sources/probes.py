@@ -67,10 +67,13 @@ class Prober:
     def __init__(self, workers: int, privileged: bool) -> None:
         self.privileged = privileged
         self._pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="probe")
-        # Raw sockets see every echo reply to their address: distinct sequence
-        # numbers keep concurrent probes of one uplink apart.
-        self._ident = os.getpid() & 0xFFFF
-        self._sequence = itertools.count(1)
+        # A new ICMP id for every echo. Raw sockets see every reply to their
+        # address, so the id keeps concurrent probes apart; and conntrack keys
+        # ICMP by id, so a fixed id would keep one entry alive for ever: one
+        # probe that left by the wrong path during a route change (and was
+        # masqueraded there) would then pin every later probe to that path.
+        # Datagram sockets get a fresh id from the kernel anyway.
+        self._ids = itertools.count(os.getpid())
 
     async def round(self, targets: Sequence[AnyAddress], source: AnyAddress,
                     timeout: float, reliability: int) -> RoundResult:
@@ -78,7 +81,7 @@ class Prober:
         needed = min(reliability, len(targets))
         jobs = [
             loop.run_in_executor(self._pool, echo, target, source, timeout, self.privileged,
-                                 self._ident, next(self._sequence) & 0xFFFF)
+                                 next(self._ids) & 0xFFFF, 1)
             for target in targets
         ]
         outcomes = await asyncio.gather(*jobs, return_exceptions=True)

@@ -88,6 +88,42 @@ def test_carrier_loss_takes_the_uplink_out_and_back(lab: Lab, start: Start) -> N
     assert lab.connections(300).get(2, 0) > 0
 
 
+def test_lost_address_takes_the_uplink_out_at_once(lab: Lab, start: Start) -> None:
+    daemon = start()
+    mark = daemon.mark()
+    lab.ip(lab.rtr, "addr", "del", "10.102.0.2/24", "dev", "wan2")
+    try:
+        _, line = daemon.wait_for(r"ISP2 down", after=mark)
+        assert line.endswith("ISP2 down: no address")
+        # Its routes went with the address, so the plan also has no gateway for it.
+        daemon.wait_for(r"applied .*ISP2 (down|no-gateway),", after=mark)
+        tally = lab.connections(200)
+        assert tally.get(2, 0) == 0 and sum(tally.values()) == 200, tally
+    finally:
+        lab.ip(lab.rtr, "addr", "add", "10.102.0.2/24", "dev", "wan2", check=False)
+        lab.ip(lab.rtr, "route", "replace", "default", "via", isp_gateway(2), "dev", "wan2",
+               "metric", "102")
+    daemon.wait_for(r"applied .*ISP2 active", after=mark)
+
+
+def test_a_new_gateway_is_followed_from_the_route_event(lab: Lab, start: Start) -> None:
+    """What a DHCP renewal with another router does to the kernel's routes."""
+    daemon = start()
+    lab.ip(lab.isp(1), "addr", "add", "10.101.0.254/24", "dev", "rtr")
+    mark = daemon.mark()
+    lab.ip(lab.rtr, "route", "replace", "default", "via", "10.101.0.254", "dev", "wan1",
+           "metric", "101")
+    try:
+        daemon.wait_for(r"applied ", after=mark)
+        table = lab.ip(lab.rtr, "route", "show", "table", "7701").stdout
+        assert "default via 10.101.0.254 dev wan1 proto 211" in table, table
+        assert lab.connections(300).get(1, 0) > 0
+    finally:
+        lab.ip(lab.rtr, "route", "replace", "default", "via", isp_gateway(1), "dev", "wan1",
+               "metric", "101")
+        lab.ip(lab.isp(1), "addr", "del", "10.101.0.254/24", "dev", "rtr")
+
+
 def test_blackhole_goes_down_within_the_probe_budget_and_recovers_only_after_hold(
         lab: Lab, start: Start) -> None:
     daemon = start()
