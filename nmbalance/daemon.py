@@ -75,7 +75,6 @@ class Daemon:
         self.snippets = read_snippets(config)
         self.facts: Facts | None = None
         self.plan: Plan | None = None
-        self.reconfigurations = 0
         # Where each uplink's probes leave from: set only while it has its own table.
         self.probe_source: dict[str, IPv4Address | IPv6Address | None] = {}
         self._dirty = asyncio.Event()
@@ -83,11 +82,9 @@ class Daemon:
         self._reload = asyncio.Event()
         self._timers_changed = asyncio.Event()
         self._probes_changed = asyncio.Event()
-        self._ready = asyncio.Event()
         self._hook_jobs: asyncio.Queue[HookJob] = asyncio.Queue()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
         self._applier: Applier | None = None
-        self._prober: Prober | None = None
         self._privileged_icmp = True
         # One reconcile at a time: the reloader and the reconciler both run them.
         self._lock = asyncio.Lock()
@@ -111,7 +108,6 @@ class Daemon:
             loop.add_signal_handler(signum, handler)
         try:
             await self._reconcile()  # the first one fails loudly: exit 1 under systemd
-            self._ready.set()
             self.notifier.ready(self.summary())
             log.info("running: %s", self.summary())
             async with asyncio.TaskGroup() as tg:
@@ -166,17 +162,17 @@ class Daemon:
         while True:
             self._probes_changed.clear()
             targets = sum(len(u.probe) for u in self.config.uplink)
-            self._prober = Prober(max(targets, 4), privileged=self._privileged_icmp)
+            prober = Prober(max(targets, 4), privileged=self._privileged_icmp)
             try:
                 async with asyncio.TaskGroup() as tg:
                     for u in self.config.uplink:
                         if u.probe:
-                            tg.create_task(self._probe_loop(u, self._prober))
+                            tg.create_task(self._probe_loop(u, prober))
                     tg.create_task(self._restart_on(self._probes_changed))
             except* _Restart:
                 pass
             finally:
-                self._prober.close()
+                prober.close()
 
     @staticmethod
     async def _restart_on(event: asyncio.Event) -> None:
@@ -305,7 +301,6 @@ class Daemon:
                                                "NMBALANCE_CONFIG": self.config_path})
         report = await self._kernel(self._applier.apply, plan)
         self.plan = plan
-        self.reconfigurations += 1
         for warning in plan.warnings:
             if previous is None or warning not in previous.warnings:
                 log.warning("%s", warning)
