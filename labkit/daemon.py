@@ -21,7 +21,9 @@ class DaemonProcess:
         self.echo = echo  # print each line behind this prefix
         self.lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
-        environ = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(env or {}))
+        environ = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
+                       DBUS_SYSTEM_BUS_ADDRESS=lab.bus_address)
+        environ.update(env or {})
         # `ip netns exec` execs the command: the PID is the daemon's own.
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", lab.rtr, sys.executable, "-m", "nmbalance", "-v", "run",

@@ -47,6 +47,9 @@ def run(cmd: Sequence[str], check: bool = True, **kw: object) -> subprocess.Comp
 @dataclass
 class Lab:
     isps: int = 3
+    # Uplinks get their address and gateway by DHCP from dnsmasq in each ISP, for
+    # NetworkManager or systemd-networkd to configure; else they are static.
+    dhcp: bool = False
     prefix: str = ""
     lan: str = ""
     rtr: str = ""
@@ -60,6 +63,8 @@ class Lab:
             self.prefix = f"nmb{os.getpid() % 10000}x{next(_counter)}"
         self.lan, self.rtr, self.inet = (f"{self.prefix}-{r}" for r in ("lan", "rtr", "inet"))
         self.workdir = Path(f"/tmp/{self.prefix}")
+        # Never this machine's own system bus: the lab's (labkit.managers.Bus), or none.
+        self.bus_address = f"unix:path={self.workdir}/no-bus.sock"
 
     def isp(self, n: int) -> str:
         return f"{self.prefix}-isp{n}"
@@ -81,7 +86,7 @@ class Lab:
         return ["ip", "netns", "exec", ns, sys.executable, "-m", module, *args]
 
     def nmbalance(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), DBUS_SYSTEM_BUS_ADDRESS=self.bus_address)
         return subprocess.run(
             ["ip", "netns", "exec", self.rtr, sys.executable, "-m", "nmbalance", *args],
             text=True, capture_output=True, check=check, env=env,
@@ -132,19 +137,26 @@ class Lab:
         self.ip(isp, "link", "add", "inet", "type", "veth", "peer", "name", f"isp{n}",
                 "netns", self.inet)
         self.ip(isp, "addr", "add", f"{isp_gateway(n)}/24", "dev", "rtr")
-        self.ip(self.rtr, "addr", "add", f"{isp_router_addr(n)}/24", "dev", f"wan{n}")
+        if not self.dhcp:
+            self.ip(self.rtr, "addr", "add", f"{isp_router_addr(n)}/24", "dev", f"wan{n}")
         self.ip(isp, "addr", "add", f"10.20{n}.0.1/30" if n < 10 else f"10.2{n}.0.1/30",
                 "dev", "inet")
         inet_side = f"10.20{n}.0.2" if n < 10 else f"10.2{n}.0.2"
         self.ip(self.inet, "addr", "add", f"{inet_side}/30", "dev", f"isp{n}")
-        for ns, dev in ((self.rtr, f"wan{n}"), (isp, "rtr"), (isp, "inet"),
-                        (self.inet, f"isp{n}")):
+        for ns, dev in ((isp, "rtr"), (isp, "inet"), (self.inet, f"isp{n}")):
             self.ip(ns, "link", "set", dev, "up")
         self.sh(isp, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.ip(isp, "route", "add", "default", "via", inet_side)
         self.ip(self.inet, "route", "add", f"10.10{n}.0.0/24" if n < 10 else f"10.1{n}.0.0/24",
                 "via", f"10.20{n}.0.1" if n < 10 else f"10.2{n}.0.1")
         self.ip(self.inet, "addr", "add", f"{isp_probe(n)}/32", "dev", "lo")
+        if self.dhcp:
+            # The router's side stays down: its network manager brings it up and asks.
+            from labkit.managers import start_dnsmasq
+
+            start_dnsmasq(self, n)
+            return
+        self.ip(self.rtr, "link", "set", f"wan{n}", "up")
         # What a DHCP client would install: a default route per uplink, distinct metrics.
         self.ip(self.rtr, "route", "add", "default", "via", isp_gateway(n), "dev", f"wan{n}",
                 "metric", str(100 + n))
@@ -219,7 +231,7 @@ class Lab:
 
     def isp_of(self, source: str) -> int:
         for n in range(1, self.isps + 1):
-            if source == isp_router_addr(n):
+            if source.rsplit(".", 1)[0] == isp_router_addr(n).rsplit(".", 1)[0]:
                 return n
         return 0  # not through any ISP (or failed: "-")
 

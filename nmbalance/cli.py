@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,8 +13,7 @@ from pathlib import Path
 from nmbalance import __version__
 from nmbalance.config.load import DEFAULT_PATH, load_config
 from nmbalance.config.model import Config
-from nmbalance.config.snippets import read_snippets
-from nmbalance.errors import NmbalanceError, UsageError
+from nmbalance.errors import NmbalanceError
 
 log = logging.getLogger("nmbalance")
 
@@ -24,8 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     sub = p.add_subparsers(dest="command", required=True)
 
+    default = os.environ.get("NMBALANCE_CONFIG") or DEFAULT_PATH
+
     def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-c", "--config", default=DEFAULT_PATH, help=f"default {DEFAULT_PATH}")
+        sp.add_argument("-c", "--config", default=default,
+                        help=f"default {DEFAULT_PATH}, or $NMBALANCE_CONFIG")
 
     sp = sub.add_parser("run", help="the daemon: probe, follow events, keep the kernel in step")
     with_config(sp)
@@ -39,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("balance_conf")
     sp = sub.add_parser("flush", help="remove everything nmbalance installed")
     with_config(sp)
+    sp = sub.add_parser("dispatch", help="for dispatcher scripts: refresh the daemon or apply")
+    with_config(sp)
+    sp.add_argument("event")
+    sp.add_argument("interface", nargs="?", default="")
     sp = sub.add_parser("status", help="what is balanced where")
     with_config(sp)
     sp.add_argument("--json", action="store_true")
@@ -46,19 +53,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    names = {u.name for u in config.uplink}
-    unknown = [n for n in args.uplinks if n not in names]
-    if unknown:
-        raise UsageError(f"unknown uplink {', '.join(unknown)} (configured: {', '.join(sorted(names))})")
-    selected = frozenset(args.uplinks) if args.uplinks else None
-    snippets = read_snippets(config)
-    from nmbalance.core.decide import decide
-    from nmbalance.sources.kernel import snapshot
+    from nmbalance.oneshot import plan_once
 
-    plan = decide(config, snapshot(config), selected, snippets)
-    for warning in plan.warnings:
-        log.warning("%s", warning)
+    config = load_config(args.config)
+    plan = plan_once(config, args.uplinks)
     if args.dry_run:
         sys.stdout.write(plan.describe())
         return 0
@@ -116,20 +114,38 @@ def cmd_flush(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from nmbalance.bus.query import daemon_status, render_daemon_status
+
+    status = daemon_status()
+    if status is not None:
+        if args.json:
+            print(json.dumps(status, indent=2, sort_keys=True))
+        else:
+            sys.stdout.write(render_daemon_status(status))
+        return 0
     from nmbalance.status import kernel_status, render_status
 
     config = _config_or_defaults(args.config)
     status = kernel_status(config)
     if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        print(json.dumps({"source": "kernel", **status}, indent=2, sort_keys=True))
     else:
-        sys.stdout.write(render_status(status))
+        sys.stdout.write("(no daemon running: read from the kernel)\n" + render_status(status))
+    return 0
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    """For the dispatcher scripts: poke the daemon, else apply once. Always exit 0:
+    a dispatcher must never fail the network manager's event."""
+    from nmbalance.dispatch import dispatch
+
+    dispatch(args.event, args.interface, args.config)
     return 0
 
 
 COMMANDS = {
     "run": cmd_run, "apply": cmd_apply, "check": cmd_check, "convert": cmd_convert,
-    "flush": cmd_flush, "status": cmd_status,
+    "flush": cmd_flush, "status": cmd_status, "dispatch": cmd_dispatch,
 }
 
 

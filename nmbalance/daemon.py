@@ -24,20 +24,25 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from nmbalance.bus.client import connect, system_bus_address
+from nmbalance.bus.compat import MessageBus
+from nmbalance.bus.exported import Exported
 from nmbalance.config.load import load_config
 from nmbalance.config.model import Config, Uplink
 from nmbalance.config.snippets import read_snippets
 from nmbalance.core.decide import decide
 from nmbalance.core.facts import Facts
 from nmbalance.core.health import Lost, Reply
+from nmbalance.core.managed import resolve_interfaces, with_managed
 from nmbalance.core.monitor import Change, HealthMonitor
 from nmbalance.core.plan import Plan, UplinkStatus
 from nmbalance.dataplane.apply import Applier, flush
-from nmbalance.errors import ApplyError, ConfigError, ConfigErrors
+from nmbalance.errors import ApplyError, ConfigError, ConfigErrors, UsageError
 from nmbalance.publish import mail
 from nmbalance.publish.hooks import HookRunner
 from nmbalance.publish.sdnotify import Notifier
 from nmbalance.sources.kernel import snapshot
+from nmbalance.sources.managers import ManagerWatch
 from nmbalance.sources.netlink import NetlinkWatch
 from nmbalance.sources.probes import Prober, unprivileged_icmp_allowed
 
@@ -88,6 +93,10 @@ class Daemon:
         self._privileged_icmp = True
         # One reconcile at a time: the reloader and the reconciler both run them.
         self._lock = asyncio.Lock()
+        self.disabled: set[str] = set()  # administratively down (SetUplinkEnabled)
+        self.bus: MessageBus | None = None
+        self.managers: ManagerWatch | None = None
+        self.exported: Exported | None = None
 
     # --- the kernel side, in its own thread ----------------------------------------------
     async def _kernel(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -99,6 +108,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         # Subscribe before the first snapshot, so no change falls in between.
         watch = NetlinkWatch(self.config.kernel.route_protocol)
+        await self._connect_bus()
         self._applier = await self._kernel(Applier, self.config.kernel.flush_conntrack)
         self._privileged_icmp = not unprivileged_icmp_allowed()
         log.info("probes use %s", "raw ICMP sockets" if self._privileged_icmp
@@ -127,8 +137,27 @@ class Daemon:
                 loop.remove_signal_handler(signum)
             self.notifier.stopping()
             watch.close()
+            if self.bus is not None:
+                self.bus.disconnect()
             await self._shutdown()
         return 0
+
+    async def _connect_bus(self) -> None:
+        """NetworkManager/networkd and our own service; the daemon works without them."""
+        address = system_bus_address()
+        if address is None:
+            log.warning("no system bus: following the kernel alone, no D-Bus service")
+            return
+        try:
+            self.bus = await connect(address)
+        except Exception as exc:  # whatever the bus library raises for a bus that isn't there
+            log.warning("cannot connect to the system bus (%s): following the kernel alone, "
+                        "no D-Bus service", exc)
+            return
+        self.managers = ManagerWatch(self.bus, self._dirty.set)
+        await self.managers.start()  # subscribed before the first snapshot
+        self.exported = Exported(self.bus, self)
+        await self.exported.start(self.config, self.config_path)
 
     async def _until_stopped(self) -> None:
         await self._stop.wait()
@@ -190,7 +219,10 @@ class Daemon:
             if source is not None:
                 result = await prober.round(uplink.probe, source, timeout, health.reliability)
                 obs = Reply(result.rtt_ms or 0.0) if result.ok else Lost(result.detail)
-                self._record(self.monitor.observe(uplink.name, obs, self.clock()))
+                changes = self.monitor.observe(uplink.name, obs, self.clock())
+                self._record(changes)
+                if not changes:
+                    self._publish()  # latency and loss
             due += interval
             now = loop.time()
             if due < now:  # fell behind (a suspended machine): skip, don't burst
@@ -211,6 +243,7 @@ class Daemon:
         if not changes:
             return
         self._timers_changed.set()
+        self._publish()
         for change in changes:
             level = logging.WARNING if change.transition.event in (
                 "down", "long-down") else logging.INFO
@@ -279,18 +312,28 @@ class Daemon:
 
     async def _reconcile_locked(self) -> None:
         config = self.config
-        facts = await self._kernel(snapshot, config)
+        managed = await self.managers.current() if self.managers is not None else {}
+        interfaces = resolve_interfaces(config, managed)
+        facts = with_managed(config, await self._kernel(snapshot, config, interfaces), managed)
         self.facts = facts
         self._record(self.monitor.observe_links(facts, self.clock()))
-        plan = decide(config, self.monitor.overlay(facts), None, self.snippets)
+        selected = (frozenset(u.name for u in config.uplink) - self.disabled
+                    if self.disabled else None)
+        plan = decide(config, self.monitor.overlay(facts), selected, self.snippets)
         self.probe_source = {
             u.name: next((a.ip for a in facts.uplink(u.name).addresses if a.version == 4), None)
             if u.routed else None
             for u in plan.uplinks
         }
-        if plan == self.plan:
-            return
-        await self._apply(plan)
+        if plan != self.plan:
+            await self._apply(plan)
+        self._publish()
+
+    def _publish(self) -> None:
+        if self.exported is not None:
+            self.exported.publish(self.config, self.plan, self.facts, self.monitor.trackers,
+                                  self.disabled, self.managers.following if self.managers else [],
+                                  self.summary())
 
     async def _apply(self, plan: Plan) -> None:
         assert self._applier is not None
@@ -327,16 +370,18 @@ class Daemon:
             await self._reload.wait()
             self._reload.clear()
             self.notifier.reloading()
-            await self.reload()
+            with contextlib.suppress(ConfigError, ConfigErrors):
+                await self.reload()
             self.notifier.ready(self.summary())
 
-    async def reload(self) -> bool:
+    async def reload(self) -> None:
+        """Re-read the config; a bad one is logged, raised, and the running one kept."""
         try:
             config = load_config(self.config_path)
             snippets = read_snippets(config)
         except (ConfigError, ConfigErrors) as exc:
             log.error("reload refused, the running config stays: %s", exc)
-            return False
+            raise
         old = self.config
         async with self._lock:
             if config.kernel != old.kernel:
@@ -346,6 +391,9 @@ class Daemon:
                 self._applier.forget()
                 self._applier.flush_conntrack = config.kernel.flush_conntrack
             self.config, self.snippets = config, snippets
+            self.disabled &= {u.name for u in config.uplink}
+            if self.exported is not None:
+                self.exported.sync(config, self.config_path)
             self.monitor.configure(config)
             self.hooks = HookRunner(config.daemon.hooks_dir, config.daemon.hook_timeout)
             self.plan = None
@@ -353,7 +401,27 @@ class Daemon:
             self._timers_changed.set()
             await self._reconcile_locked()
         log.info("reloaded %s", self.config_path)
-        return True
+
+    # --- what our D-Bus service may ask (bus.service.Control) --------------------------------
+    async def set_uplink_enabled(self, name: str, enabled: bool) -> None:
+        """Administrative up/down, like `nmbalance apply` with a list of uplinks."""
+        names = [u.name for u in self.config.uplink]
+        if name not in names:
+            raise UsageError(f"no uplink named {name!r} (configured: {', '.join(names)})")
+        if enabled == (name not in self.disabled):
+            return
+        (self.disabled.discard if enabled else self.disabled.add)(name)
+        log.info("%s %s by request", name, "enabled" if enabled else "disabled")
+        await self._reconcile()
+
+    async def refresh(self, reason: str) -> None:
+        log.info("refresh requested: %s", reason or "(no reason given)")
+        if self.managers is not None:
+            self.managers.invalidate()
+        await self._reconcile()
+
+    def plan_text(self) -> str:
+        return self.plan.describe() if self.plan is not None else ""
 
     async def _watchdog(self, interval: float) -> None:
         while True:

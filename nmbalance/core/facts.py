@@ -70,3 +70,17 @@ class Facts:
             if facts.name == name:
                 return facts
         return UplinkFacts(name=name)
+
+
+@dataclass(frozen=True)
+class ManagedLink:
+    """What a network manager (NetworkManager, networkd) says about one interface."""
+
+    interface: str
+    manager: GatewaySource  # NETWORKMANAGER or NETWORKD
+    state: str
+    gateway: AnyAddress | None = None
+    gateway_source: GatewaySource = GatewaySource.NONE
+    dns: tuple[AnyAddress, ...] = ()
+    connection_id: str | None = None
+    connection_uuid: str | None = None

@@ -9,7 +9,7 @@ reason: never a guess from the subnet.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_interface, ip_network
 from typing import Any
@@ -118,12 +118,13 @@ def find_gateway(
     )
 
 
-def snapshot(config: Config) -> Facts:
+def snapshot(config: Config, interfaces: Mapping[str, str] | None = None) -> Facts:
+    """`interfaces`: uplink name -> interface, for uplinks named by connection."""
     with IPRoute() as ipr:
         links = read_links(ipr)
         addresses = read_addresses(ipr)
         routes = read_routes(ipr)
-    return facts_from(config, links, addresses, routes)
+    return facts_from(config, links, addresses, routes, interfaces or {})
 
 
 def facts_from(
@@ -131,16 +132,18 @@ def facts_from(
     links: dict[int, Link],
     addresses: dict[int, list[AnyInterface]],
     routes: list[KernelRoute],
+    interfaces: Mapping[str, str] | None = None,
 ) -> Facts:
     by_name = {link.name: link for link in links.values()}
     own = config.kernel.route_protocol
     uplinks = []
     for u in config.uplink:
-        link = by_name.get(u.interface or "")
+        iface = (interfaces or {}).get(u.name) or u.interface
+        link = by_name.get(iface or "")
         if link is None:
-            why = (f"interface {u.interface} not found" if u.interface
-                   else f"connection {u.connection!r} needs NetworkManager")
-            uplinks.append(UplinkFacts(name=u.name, interface=u.interface, gateway_reason=why))
+            why = (f"interface {iface} not found" if iface
+                   else f"connection {u.connection!r} is not active in NetworkManager")
+            uplinks.append(UplinkFacts(name=u.name, interface=iface, gateway_reason=why))
             continue
         gateway, reason = (None, "") if link.point_to_point else find_gateway(link, routes, own)
         uplinks.append(UplinkFacts(

@@ -1,0 +1,1 @@
+"""D-Bus: talking to NetworkManager and networkd, and our own exported service."""

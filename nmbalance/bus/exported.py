@@ -1,0 +1,82 @@
+"""Keep our exported objects in step with the daemon: one Uplink object per
+configured uplink, and their properties from the last plan and health."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Interface
+
+from nmbalance.bus.compat import MessageBus, NameFlag, RequestNameReply
+from nmbalance.bus.service import (
+    BUS_NAME,
+    MANAGER_PATH,
+    Control,
+    ManagerInterface,
+    UplinkInterface,
+    uplink_path,
+)
+from nmbalance.config.model import Config
+from nmbalance.core.facts import Facts
+from nmbalance.core.health import Tracker
+from nmbalance.core.plan import Plan
+from nmbalance.errors import NmbalanceError
+
+
+class Exported:
+    def __init__(self, bus: MessageBus, control: Control) -> None:
+        self.bus = bus
+        self.manager = ManagerInterface(control)
+        self.uplinks: dict[str, UplinkInterface] = {}
+
+    async def start(self, config: Config, config_path: str) -> None:
+        self.bus.export(MANAGER_PATH, self.manager)
+        self.sync(config, config_path)
+        reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        if reply != RequestNameReply.PRIMARY_OWNER:
+            raise NmbalanceError(f"{BUS_NAME} is taken on the system bus: is nmbalance "
+                                 "already running?")
+
+    def sync(self, config: Config, config_path: str) -> None:
+        """Objects for the configured uplinks: new ones exported, gone ones withdrawn."""
+        names = [u.name for u in config.uplink]
+        for name in list(self.uplinks):
+            if name not in names:
+                self.bus.unexport(uplink_path(name), self.uplinks.pop(name))
+        for name in names:
+            if name not in self.uplinks:
+                self.uplinks[name] = UplinkInterface(name)
+                self.bus.export(uplink_path(name), self.uplinks[name])
+        self.manager.update(Mode=config.mode, ConfigPath=config_path,
+                            Uplinks=[uplink_path(n) for n in names])
+
+    def publish(self, config: Config, plan: Plan | None, facts: Facts | None,
+                trackers: dict[str, Tracker], disabled: set[str], following: list[str],
+                summary: str) -> None:
+        self.manager.update(Summary=summary, Following=following)
+        for u in config.uplink:
+            obj = self.uplinks.get(u.name)
+            if obj is None:
+                continue
+            tracker = trackers.get(u.name)
+            up = plan.uplink(u.name) if plan is not None else None
+            f = facts.uplink(u.name) if facts is not None else None
+            address = next((str(a.ip) for a in (f.addresses if f else ())
+                            if isinstance(a, IPv4Interface) and not a.ip.is_link_local), "")
+            loss = None
+            if tracker is not None and tracker.window:
+                loss = 100.0 * tracker.window.count(False) / len(tracker.window)
+            obj.update(
+                State=up.status.value if up else "",
+                Health=tracker.phase.value if tracker else "",
+                Reason=(up.reason if up and up.reason else (tracker.reason if tracker else "")),
+                Enabled=u.name not in disabled,
+                Interface=(up.interface if up else None) or "",
+                Connection=u.connection or "",
+                Gateway=(up.gateway if up else None) or "",
+                GatewaySource=up.gateway_source if up else "",
+                Address=address,
+                Weight=u.weight,
+                Share=round(up.share, 4) if up else 0.0,
+                LatencyMs=round(tracker.latency_ms, 1)
+                if tracker is not None and tracker.latency_ms is not None else -1.0,
+                LossPercent=round(loss, 1) if loss is not None else -1.0,
+            )
