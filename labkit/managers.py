@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from labkit.lab import ROOT, Lab, isp_gateway, run, wait_for
@@ -229,13 +228,12 @@ class Networkd:
                                + (self.dir / "log").read_text()[-3000:])
 
 
-def busctl(bus: Bus, lab: Lab, *args: str, uid: int | None = None,
+def busctl(bus: Bus, lab: Lab, *args: str, uid: int | None = None, groups: str | None = None,
            check: bool = True) -> subprocess.CompletedProcess[str]:
+    """busctl on the lab's bus; as another user (and supplementary groups) when asked."""
     cmd = ["ip", "netns", "exec", lab.rtr]
     if uid is not None:
-        cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}",
+                f"--groups={groups}" if groups else "--clear-groups"]
     return run([*cmd, "busctl", f"--address={bus.address}", *args], check=check)
 
-
-def settle(seconds: float) -> None:
-    time.sleep(seconds)

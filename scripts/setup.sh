@@ -4,15 +4,45 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nftables libnftables1 iproute2 conntrack iptables iperf3 ethtool python3-venv)
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "setup: installing ${missing[*]}"
+APT_PACKAGES=(nftables libnftables1 iproute2 conntrack iptables iperf3 ethtool python3-venv
+              util-linux dbus dnsmasq-base systemd)
+# The integration tests run the real NetworkManager, but only inside lab
+# namespaces with their own bus: installing it must not start or enable it here.
+LAB_ONLY_PACKAGES=(network-manager)
+
+missing() {
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || echo "$pkg"
+    done
+}
+
+mapfile -t need < <(missing "${APT_PACKAGES[@]}")
+mapfile -t lab_only < <(missing "${LAB_ONLY_PACKAGES[@]}")
+if [ "${#need[@]}" -gt 0 ] || [ "${#lab_only[@]}" -gt 0 ]; then
+    echo "setup: installing ${need[*]} ${lab_only[*]}"
     apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+    if [ "${#need[@]}" -gt 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+    fi
+fi
+if [ "${#lab_only[@]}" -gt 0 ]; then
+    # policy-rc.d exit 101: the package's services are not started now.
+    own_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=yes
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${lab_only[@]}" >/dev/null || status=$?
+    [ -n "$own_policy" ] && rm -f /usr/sbin/policy-rc.d
+    [ "${status:-0}" -eq 0 ] || exit "$status"
+    # ...nor at the next boot, where systemd runs this machine.
+    if [ -d /run/systemd/system ]; then
+        systemctl disable --quiet NetworkManager.service NetworkManager-dispatcher.service \
+            NetworkManager-wait-online.service 2>/dev/null || true
+        echo "setup: NetworkManager installed for the lab tests only (disabled on this host)"
+    fi
 fi
 
 PYTHON=${PYTHON:-python3}

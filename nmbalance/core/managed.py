@@ -35,9 +35,16 @@ def with_managed(config: Config, facts: Facts, managed: Mapping[str, ManagedLink
     for f in facts.uplinks:
         link = managed.get(f.interface or "")
         if link is not None and f.present and not f.point_to_point:
-            if link.gateway is not None and link.gateway.version == 4:
-                f = replace(f, gateway=link.gateway, gateway_source=link.gateway_source,
+            gateway = link.gateway
+            if gateway is not None and gateway.version == 4 and any(
+                    gateway in a.network for a in f.addresses if a.version == 4):
+                f = replace(f, gateway=gateway, gateway_source=link.gateway_source,
                             gateway_reason="")
+            elif gateway is not None and f.gateway is None:
+                # Said, but not reachable from the addresses the kernel has now
+                # (a manager tearing the link down, or a stale lease): not usable.
+                f = replace(f, gateway_reason=f"{link.manager.value} gateway {gateway} is not "
+                                              f"on a network of {link.interface}")
             elif f.gateway is None:
                 f = replace(f, gateway_reason=f"{link.manager.value} reports no gateway for "
                                               f"{link.interface} ({link.state})")

@@ -92,6 +92,10 @@ class Applier:
         placed = time.perf_counter()
         dropped = (self._conntrack.drop_marked(left, plan.mark_mask) if self.flush_conntrack
                    else frozenset())
+        if changes.failed:
+            # The table and the other routes are in place; try these again next time.
+            self._routing = None
+            raise ApplyError("; ".join(changes.failed))
         return ApplyReport(mode, changes, dropped, left, (placed - started) * 1000,
                            (time.perf_counter() - placed) * 1000)
 

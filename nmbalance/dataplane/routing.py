@@ -29,6 +29,9 @@ KIND = {RTN_UNICAST: "unicast", RTN_UNREACHABLE: "unreachable"}
 class RoutingChanges:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    # What the kernel refused (a gateway no longer on-link, say); everything else
+    # was still done, so one uplink's trouble never holds up the others.
+    failed: tuple[str, ...] = ()
 
 
 def _ifname(index: int | None) -> str | None:
@@ -119,6 +122,18 @@ def reconcile(routes: Iterable[Route], rules: Iterable[RoutingRule], proto: int)
     want_routes, want_rules = set(routes), set(rules)
     added: list[str] = []
     removed: list[str] = []
+    failed: list[str] = []
+    refused: set[object] = set()
+
+    def attempt(entry: object, method: Any, command: str, args: dict[str, Any], what: str) -> bool:
+        try:
+            _call(method, command, args, what)
+        except ApplyError as exc:
+            failed.append(str(exc))
+            refused.add(entry)
+            return False
+        return True
+
     with IPRoute(strict_check=True) as ipr:
         have_routes = owned_routes(ipr, proto)
         have_rules = owned_rules(ipr, proto)
@@ -129,31 +144,33 @@ def reconcile(routes: Iterable[Route], rules: Iterable[RoutingRule], proto: int)
         for route in sorted(want_routes - have_routes):
             old = ours.get((route.family, route.table, route.dst))
             command = "add" if old is None else "replace"
-            _call(ipr.route, command, _route_args(route, proto), f"route {route.describe()}")
+            if not attempt(route, ipr.route, command, _route_args(route, proto),
+                           f"route {route.describe()}"):
+                continue
             added.append(f"route {route.describe()}")
             if old is not None:
                 replaced.add(old)
                 removed.append(f"route {old.describe()}")
         for rule in sorted(want_rules - have_rules):
-            _call(ipr.rule, "add", _rule_args(rule, proto), f"rule {rule.describe()}")
-            added.append(f"rule {rule.describe()}")
+            if attempt(rule, ipr.rule, "add", _rule_args(rule, proto), f"rule {rule.describe()}"):
+                added.append(f"rule {rule.describe()}")
         for rule in sorted(have_rules - want_rules):
-            _call(ipr.rule, "del", _rule_args(rule, proto), f"rule {rule.describe()}")
-            removed.append(f"rule {rule.describe()}")
+            if attempt(rule, ipr.rule, "del", _rule_args(rule, proto), f"rule {rule.describe()}"):
+                removed.append(f"rule {rule.describe()}")
         for route in sorted(have_routes - want_routes - replaced):
             args = _route_args(route, proto) if route.interface else {
                 "family": FAMILY[route.family], "dst": route.dst, "table": route.table,
                 "proto": proto, **({"type": route.kind} if route.kind != "unicast" else {}),
             }
-            _call(ipr.route, "del", args, f"route {route.describe()}")
-            removed.append(f"route {route.describe()}")
+            if attempt(route, ipr.route, "del", args, f"route {route.describe()}"):
+                removed.append(f"route {route.describe()}")
         # Read back what we changed: the kernel must now hold exactly the plan.
         # (With no change, the dump above already was that read-back.)
-        if (added or removed) and (
+        if (added or removed) and not refused and (
             owned_routes(ipr, proto) != want_routes or owned_rules(ipr, proto) != want_rules
         ):
             raise ApplyError("routes or rules differ from the plan after reconcile")
-    return RoutingChanges(tuple(added), tuple(removed))
+    return RoutingChanges(tuple(added), tuple(removed), tuple(failed))
 
 
 def _call(method: Any, command: str, args: dict[str, Any], what: str) -> None:

@@ -1,0 +1,117 @@
+"""Our service on a real dbus-daemon whose policy is the system bus's default
+(method calls denied) plus our dbus-policy/ file: anyone may look, only root
+and the netdev group may change anything, and errors are messages."""
+
+from __future__ import annotations
+
+import grp
+from collections.abc import Iterator
+
+import pytest
+
+from labkit.daemon import DaemonProcess
+from labkit.lab import ROOT, Lab
+from labkit.managers import Bus, busctl
+
+SYSTEM_DEFAULT = """
+<policy context="default">
+  <allow user="*"/>
+  <deny own="*"/>
+  <deny send_type="method_call"/>
+  <allow send_type="signal"/>
+  <allow send_requested_reply="true" send_type="method_return"/>
+  <allow send_requested_reply="true" send_type="error"/>
+  <allow receive_type="method_call"/>
+  <allow receive_type="method_return"/>
+  <allow receive_type="error"/>
+  <allow receive_type="signal"/>
+  <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+  <allow send_destination="org.freedesktop.DBus"
+         send_interface="org.freedesktop.DBus.Introspectable"/>
+</policy>
+"""
+NAME = "io.github.nmbalance1"
+MANAGER = ("/io/github/nmbalance1", "io.github.nmbalance1.Manager")
+NOBODY = 65534
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[Lab, Bus, DaemonProcess]]:
+    with Lab(isps=2) as lab:
+        policy = SYSTEM_DEFAULT + f"<include>{ROOT / 'dbus-policy' / 'io.github.nmbalance1.conf'}</include>"
+        bus = Bus(lab, name="policybus", policy=policy)
+        lab.bus_address = bus.address
+        config = lab.write(lab.config(weights=(1,), health={"interval_ms": 200, "hold_time": 1}))
+        daemon = DaemonProcess(lab, config)
+        daemon.wait_for("running:")
+        yield lab, bus, daemon
+        daemon.stop()
+
+
+def call(lab: Lab, bus: Bus, member: str, *args: str, uid: int | None = None,
+         groups: str | None = None) -> tuple[int, str]:
+    result = busctl(bus, lab, "call", NAME, *MANAGER, member, *args, uid=uid, groups=groups,
+                    check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_anyone_can_introspect_with_types(served: tuple[Lab, Bus, DaemonProcess]) -> None:
+    lab, bus, _ = served
+    manager = busctl(bus, lab, "introspect", NAME, MANAGER[0], uid=NOBODY).stdout
+    for line in (".GetPlan method - s", ".Reload method - -", ".SetUplinkEnabled method sb -",
+                 ".Refresh method s -", ".Uplinks property ao", ".Summary property s"):
+        name, kind, *types = line.split()
+        assert any(row.split()[:2 + len(types)] == [name, kind, *types]
+                   for row in manager.splitlines()), (line, manager)
+    uplink = busctl(bus, lab, "introspect", NAME, "/io/github/nmbalance1/uplink/ISP1",
+                    uid=NOBODY).stdout
+    for prop, sig in (("State", "s"), ("Gateway", "s"), ("GatewaySource", "s"), ("Weight", "u"),
+                      ("LatencyMs", "d"), ("LossPercent", "d"), ("Enabled", "b")):
+        row = next(r for r in uplink.splitlines() if r.startswith(f".{prop} "))
+        assert row.split()[1:3] == ["property", sig] and "emits-change" in row
+
+
+def test_anyone_can_read_but_not_change(served: tuple[Lab, Bus, DaemonProcess]) -> None:
+    lab, bus, _ = served
+    out = busctl(bus, lab, "get-property", NAME, "/io/github/nmbalance1/uplink/ISP2",
+                 "io.github.nmbalance1.Uplink", "Gateway", uid=NOBODY).stdout
+    assert out.strip() == 's "10.102.0.1"'
+    code, out = call(lab, bus, "GetPlan", uid=NOBODY)
+    assert code == 0 and "table 7701" in out
+    for member, args in (("Reload", ()), ("SetUplinkEnabled", ("sb", "ISP2", "false")),
+                         ("Refresh", ("s", "x"))):
+        code, out = call(lab, bus, member, *args, uid=NOBODY)
+        assert code != 0 and "Access denied" in out, (member, out)
+
+
+def test_the_netdev_group_and_root_may_steer(served: tuple[Lab, Bus, DaemonProcess]) -> None:
+    lab, bus, daemon = served
+    netdev = grp.getgrnam("netdev").gr_gid
+    code, out = call(lab, bus, "SetUplinkEnabled", "sb", "ISP2", "false", uid=NOBODY,
+                     groups=str(netdev))
+    assert code == 0, out
+    daemon.wait_for(r"applied .*ISP2 left-out")
+    state = busctl(bus, lab, "get-property", NAME, "/io/github/nmbalance1/uplink/ISP2",
+                   "io.github.nmbalance1.Uplink", "State", "Enabled", uid=NOBODY).stdout.split()
+    assert state == ['s', '"left-out"', "b", "false"]
+    assert lab.connections(100) == {1: 100}
+    code, out = call(lab, bus, "SetUplinkEnabled", "sb", "ISP2", "true")  # as root
+    assert code == 0, out
+    assert sum(lab.connections(200).values()) == 200 and lab.connections(200).get(2, 0) > 0
+
+
+def test_errors_reach_the_caller_as_messages(served: tuple[Lab, Bus, DaemonProcess]) -> None:
+    lab, bus, daemon = served
+    code, out = call(lab, bus, "SetUplinkEnabled", "sb", "NOPE", "true")
+    assert code != 0 and "no uplink named 'NOPE' (configured: ISP1, ISP2)" in out, out
+    path = lab.workdir / "nmbalance.toml"
+    good = path.read_text()
+    path.write_text(good.replace("weight = 1", "weight = 0", 1))
+    try:
+        code, out = call(lab, bus, "Reload")
+        assert code != 0 and "nmbalance.toml:" in out and "weight" in out, out
+        assert "Traceback" not in out and "Traceback" not in daemon.text()
+    finally:
+        path.write_text(good)
+    code, out = call(lab, bus, "Reload")
+    assert code == 0, out
