@@ -15,6 +15,7 @@ import time
 
 from labkit.daemon import DaemonProcess
 from labkit.lab import Lab, isp_probe
+from labkit.managers import Bus
 
 CONFIG = f"""\
 # The demo's embedded config: weights 1:3:2, probes inside the lab, and
@@ -82,6 +83,7 @@ def main() -> int:
     print(f"Building the lab (namespaces {lab.prefix}-*): LAN -- router -- ISP1..3 -- internet")
     with lab:
         config = lab.write(CONFIG)
+        Bus(lab)  # a private system bus for the daemon's D-Bus service
         step("nmbalance run (the daemon; its log is shown behind 'daemon|')")
         daemon = DaemonProcess(lab, config, echo="    daemon| ")
         daemon.wait_for("running:")
@@ -115,9 +117,16 @@ def main() -> int:
         daemon.wait_for(r"applied .*ISP3 active", after=mark, timeout=30)
         traffic()
 
-        step("nmbalance status (read from the kernel)")
+        step("The administrator takes ISP1 out over D-Bus (SetUplinkEnabled), then "
+             "nmbalance status asks the daemon")
+        mark = daemon.mark()
+        lab.sh(lab.rtr, "busctl", f"--address={lab.bus_address}", "call", "io.github.nmbalance1",
+               "/io/github/nmbalance1", "io.github.nmbalance1.Manager", "SetUplinkEnabled",
+               "sb", "ISP1", "false")
+        daemon.wait_for(r"applied .*ISP1 left-out", after=mark)
         status = lab.nmbalance("status", "-c", config)
         print("".join(f"    {line}\n" for line in status.stdout.splitlines()), end="")
+        traffic()
 
         step("The daemon stops (SIGTERM), nmbalance flush, then the lab is removed")
         daemon.stop(signal.SIGTERM)

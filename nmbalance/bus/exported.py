@@ -67,7 +67,8 @@ class Exported:
             obj.update(
                 State=up.status.value if up else "",
                 Health=tracker.phase.value if tracker else "",
-                Reason=(up.reason if up and up.reason else (tracker.reason if tracker else "")),
+                Reason=(up.reason if up and up.reason else (
+                    tracker.reason if tracker and tracker.phase.value != "up" else "")),
                 Enabled=u.name not in disabled,
                 Interface=(up.interface if up else None) or "",
                 Connection=u.connection or "",

@@ -97,6 +97,13 @@ class Plan:
     live_marks: frozenset[int]
     warnings: tuple[str, ...] = ()
 
+    @property
+    def dead_marks(self) -> frozenset[int]:
+        """Uplinks that cannot carry traffic: their flows' conntrack entries may go.
+        A healthy uplink left out or on standby keeps its established flows."""
+        dead = (UplinkStatus.DOWN, UplinkStatus.NO_GATEWAY, UplinkStatus.ABSENT)
+        return frozenset(u.mark for u in self.uplinks if u.status in dead)
+
     def uplink(self, name: str) -> UplinkPlan:
         return next(u for u in self.uplinks if u.name == name)
 

@@ -88,7 +88,7 @@ class Applier:
             self._digest = None
             raise ApplyError("the nft table's live uplinks differ from the plan after apply")
         self._digest, self._live = plan.nft.digest, after_live
-        left = frozenset(before_live - plan.live_marks)
+        left = frozenset(before_live - plan.live_marks) & plan.dead_marks
         placed = time.perf_counter()
         dropped = (self._conntrack.drop_marked(left, plan.mark_mask) if self.flush_conntrack
                    else frozenset())

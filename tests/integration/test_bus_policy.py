@@ -87,6 +87,9 @@ def test_anyone_can_read_but_not_change(served: tuple[Lab, Bus, DaemonProcess]) 
 def test_the_netdev_group_and_root_may_steer(served: tuple[Lab, Bus, DaemonProcess]) -> None:
     lab, bus, daemon = served
     netdev = grp.getgrnam("netdev").gr_gid
+    assert lab.connections(100).get(2, 0) > 0
+    flows = lab.sh(lab.rtr, "conntrack", "-L", "--mark", f"{0x200}/{0xff00}").stdout.splitlines()
+    assert flows
     code, out = call(lab, bus, "SetUplinkEnabled", "sb", "ISP2", "false", uid=NOBODY,
                      groups=str(netdev))
     assert code == 0, out
@@ -95,6 +98,9 @@ def test_the_netdev_group_and_root_may_steer(served: tuple[Lab, Bus, DaemonProce
                    "io.github.nmbalance1.Uplink", "State", "Enabled", uid=NOBODY).stdout.split()
     assert state == ['s', '"left-out"', "b", "false"]
     assert lab.connections(100) == {1: 100}
+    # Left out, not down: its established flows keep their conntrack entries.
+    still = lab.sh(lab.rtr, "conntrack", "-L", "--mark", f"{0x200}/{0xff00}").stdout.splitlines()
+    assert len(still) >= len(flows)
     code, out = call(lab, bus, "SetUplinkEnabled", "sb", "ISP2", "true")  # as root
     assert code == 0, out
     assert sum(lab.connections(200).values()) == 200 and lab.connections(200).get(2, 0) > 0
