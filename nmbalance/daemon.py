@@ -22,10 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from nmbalance.bus.client import connect, system_bus_address
-from nmbalance.bus.compat import MessageBus
+from nmbalance.bus.client import close, connect, system_bus_address
+from nmbalance.bus.compat import DBusError, MessageBus
 from nmbalance.bus.exported import Exported
 from nmbalance.config.load import load_config
 from nmbalance.config.model import Config, Uplink
@@ -106,6 +106,7 @@ class Daemon:
     # --- lifecycle -------------------------------------------------------------------------
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_bus_errors)
         # Subscribe before the first snapshot, so no change falls in between.
         watch = NetlinkWatch(self.config.kernel.route_protocol)
         await self._connect_bus()
@@ -138,7 +139,7 @@ class Daemon:
             self.notifier.stopping()
             watch.close()
             if self.bus is not None:
-                self.bus.disconnect()
+                await close(self.bus)
             await self._shutdown()
         return 0
 
@@ -427,6 +428,14 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+
+def _quiet_bus_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """dbus-next re-raises, into the loop, the D-Bus errors its async methods
+    already sent back to the caller: those are answers, not failures."""
+    if isinstance(context.get("exception"), DBusError):
+        return
+    loop.default_exception_handler(context)
 
 
 def run(config_path: str) -> int:

@@ -6,7 +6,10 @@ name kept; no caller sees a raw reply.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -82,3 +85,14 @@ async def add_match(bus: MessageBus, rule: str) -> None:
 async def name_has_owner(bus: MessageBus, name: str) -> bool:
     body = await call(bus, DBUS, DBUS_PATH, DBUS, "NameHasOwner", "s", [name])
     return bool(body and body[0])
+
+
+async def close(bus: MessageBus) -> None:
+    """Disconnect and wait until the socket is closed (dbus-next closes it late)."""
+    bus.disconnect()
+    with contextlib.suppress(Exception):  # whatever the library raises on the way out
+        await asyncio.wait_for(bus.wait_for_disconnect(), 1.0)  # type: ignore[no-untyped-call]
+    # dbus-next shuts its socket down but leaves closing it to the garbage collector.
+    sock = getattr(bus, "_sock", None)
+    if isinstance(sock, socket.socket) and sock.fileno() != -1:
+        sock.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from nmbalance.bus.client import BusCallError, call, connect, get_all, name_has_owner
+from nmbalance.bus.client import BusCallError, call, close, connect, get_all, name_has_owner
 from nmbalance.bus.service import BUS_NAME, MANAGER_IFACE, MANAGER_PATH, UPLINK_IFACE
 
 TIMEOUT = 5.0
@@ -22,7 +22,7 @@ async def _status() -> dict[str, Any] | None:
                    for path in manager.get("Uplinks", [])]
         return {"source": "daemon", "manager": manager, "uplinks": uplinks}
     finally:
-        bus.disconnect()
+        await close(bus)
 
 
 async def _refresh(reason: str) -> bool:
@@ -33,7 +33,7 @@ async def _refresh(reason: str) -> bool:
         await call(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "Refresh", "s", [reason])
         return True
     finally:
-        bus.disconnect()
+        await close(bus)
 
 
 def _run(coro: Any) -> Any:

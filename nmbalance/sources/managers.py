@@ -105,7 +105,7 @@ class ManagerWatch:
 
 
 async def _read_once(timeout: float) -> dict[str, ManagedLink]:
-    from nmbalance.bus.client import connect
+    from nmbalance.bus.client import close, connect
 
     bus = await connect()
     try:
@@ -115,7 +115,7 @@ async def _read_once(timeout: float) -> dict[str, ManagedLink]:
                 links.update(await asyncio.wait_for(source.snapshot(), timeout))
         return links
     finally:
-        bus.disconnect()
+        await close(bus)
 
 
 def read_once(timeout: float = 5.0) -> dict[str, ManagedLink]:

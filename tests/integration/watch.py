@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from nmbalance.bus.client import add_match, connect, unwrap
+from nmbalance.bus.client import add_match, close, connect, unwrap
 from nmbalance.bus.compat import Message, MessageType
 
 
@@ -37,7 +37,7 @@ class SignalWatch:
         await add_match(bus, f"type='signal',sender='{self.sender}'")
         self._ready.set()
         await self._stop.wait()
-        bus.disconnect()
+        await close(bus)
 
     def __enter__(self) -> SignalWatch:
         self._thread.start()
