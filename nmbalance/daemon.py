@@ -19,32 +19,30 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from nmbalance.bus.client import close, connect, system_bus_address
 from nmbalance.bus.compat import DBusError, MessageBus
 from nmbalance.bus.exported import Exported
 from nmbalance.config.load import load_config
-from nmbalance.config.model import Config, Uplink
+from nmbalance.config.model import Config
 from nmbalance.config.snippets import read_snippets
 from nmbalance.core.decide import decide
 from nmbalance.core.facts import Facts
-from nmbalance.core.health import Lost, Reply
+from nmbalance.core.health import Observation
 from nmbalance.core.managed import resolve_interfaces, with_managed
 from nmbalance.core.monitor import Change, HealthMonitor
 from nmbalance.core.plan import Plan, UplinkStatus
 from nmbalance.dataplane.apply import Applier, flush
 from nmbalance.errors import ApplyError, ConfigError, ConfigErrors, UsageError
-from nmbalance.publish import mail
-from nmbalance.publish.hooks import HookRunner
+from nmbalance.publish.events import Event, EventQueue
 from nmbalance.publish.sdnotify import Notifier
 from nmbalance.sources.kernel import snapshot
 from nmbalance.sources.managers import ManagerWatch
 from nmbalance.sources.netlink import NetlinkWatch
-from nmbalance.sources.probes import Prober, unprivileged_icmp_allowed
+from nmbalance.sources.probes import unprivileged_icmp_allowed
+from nmbalance.sources.probing import ProbeScheduler
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -56,17 +54,6 @@ class _Stop(Exception):
     """Raised inside the TaskGroup to end it."""
 
 
-class _Restart(Exception):
-    """Raised inside the probe group to restart it with a new config."""
-
-
-@dataclass(frozen=True)
-class HookJob:
-    event: str
-    env: dict[str, str]
-    mail_subject: str = ""
-
-
 class Daemon:
     def __init__(self, config_path: str, config: Config, *,
                  clock: Callable[[], float] = time.monotonic,
@@ -76,7 +63,6 @@ class Daemon:
         self.clock = clock
         self.notifier = notifier or Notifier()
         self.monitor = HealthMonitor(config)
-        self.hooks = HookRunner(config.daemon.hooks_dir, config.daemon.hook_timeout)
         self.snippets = read_snippets(config)
         self.facts: Facts | None = None
         self.plan: Plan | None = None
@@ -86,11 +72,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._timers_changed = asyncio.Event()
-        self._probes_changed = asyncio.Event()
-        self._hook_jobs: asyncio.Queue[HookJob] = asyncio.Queue()
+        self.events = EventQueue(lambda: self.config, config_path, self.summary)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
         self._applier: Applier | None = None
-        self._privileged_icmp = True
         # One reconcile at a time: the reloader and the reconciler both run them.
         self._lock = asyncio.Lock()
         self.disabled: set[str] = set()  # administratively down (SetUplinkEnabled)
@@ -111,9 +95,11 @@ class Daemon:
         watch = NetlinkWatch(self.config.kernel.route_protocol)
         await self._connect_bus()
         self._applier = await self._kernel(Applier, self.config.kernel.flush_conntrack)
-        self._privileged_icmp = not unprivileged_icmp_allowed()
-        log.info("probes use %s", "raw ICMP sockets" if self._privileged_icmp
+        privileged = not unprivileged_icmp_allowed()
+        log.info("probes use %s", "raw ICMP sockets" if privileged
                  else "unprivileged (datagram) ICMP sockets")
+        self.probes = ProbeScheduler(lambda: self.config, lambda name: self.probe_source.get(name),
+                                     self._probed, privileged)
         for signum, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set),
                                 (signal.SIGHUP, self._reload.set)):
             loop.add_signal_handler(signum, handler)
@@ -124,9 +110,9 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch_netlink(watch))
                 tg.create_task(self._reconciler())
-                tg.create_task(self._probes())
+                tg.create_task(self.probes.run())
                 tg.create_task(self._timers())
-                tg.create_task(self._hook_worker())
+                tg.create_task(self.events.run())
                 tg.create_task(self._reloader())
                 if self.notifier.watchdog_interval:
                     tg.create_task(self._watchdog(self.notifier.watchdog_interval))
@@ -187,48 +173,11 @@ class Daemon:
             log.debug("netlink: %s", change)
             self._dirty.set()
 
-    async def _probes(self) -> None:
-        """One probe loop per probed uplink; restarted when the config changes."""
-        while True:
-            self._probes_changed.clear()
-            targets = sum(len(u.probe) for u in self.config.uplink)
-            prober = Prober(max(targets, 4), privileged=self._privileged_icmp)
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    for u in self.config.uplink:
-                        if u.probe:
-                            tg.create_task(self._probe_loop(u, prober))
-                    tg.create_task(self._restart_on(self._probes_changed))
-            except* _Restart:
-                pass
-            finally:
-                prober.close()
-
-    @staticmethod
-    async def _restart_on(event: asyncio.Event) -> None:
-        await event.wait()
-        raise _Restart
-
-    async def _probe_loop(self, uplink: Uplink, prober: Prober) -> None:
-        health = self.config.health
-        interval = health.interval_ms / 1000
-        timeout = health.round_timeout_ms / 1000
-        loop = asyncio.get_running_loop()
-        due = loop.time()
-        while True:
-            source = self.probe_source.get(uplink.name)
-            if source is not None:
-                result = await prober.round(uplink.probe, source, timeout, health.reliability)
-                obs = Reply(result.rtt_ms or 0.0) if result.ok else Lost(result.detail)
-                changes = self.monitor.observe(uplink.name, obs, self.clock())
-                self._record(changes)
-                if not changes:
-                    self._publish()  # latency and loss
-            due += interval
-            now = loop.time()
-            if due < now:  # fell behind (a suspended machine): skip, don't burst
-                due = now
-            await asyncio.sleep(due - now)
+    def _probed(self, uplink: str, obs: Observation) -> None:
+        changes = self.monitor.observe(uplink, obs, self.clock())
+        self._record(changes)
+        if not changes:
+            self._publish()  # latency and loss
 
     async def _timers(self) -> None:
         while True:
@@ -273,19 +222,7 @@ class Daemon:
             "PREVIOUS_STATE": t.previous.health.value,
             "REASON": t.reason,
         }
-        self._hook_jobs.put_nowait(HookJob(t.event, env, change.describe()))
-
-    async def _hook_worker(self) -> None:
-        """Hooks and mail run one at a time, in the order things happened."""
-        while True:
-            job = await self._hook_jobs.get()
-            await self.hooks.run(job.event, job.env | {"NMBALANCE_CONFIG": self.config_path})
-            to = self.config.warn_email
-            if to and job.mail_subject and job.event in ("up", "down", "long-down"):
-                program = self.config.daemon.sendmail
-                await mail.send(to, job.mail_subject, job.mail_subject + "\n\n" + self.summary(),
-                                self.config.daemon.hook_timeout,
-                                Path(program) if program else None)
+        self.events.put(Event(t.event, env, change.describe()))
 
     # --- reconcile -------------------------------------------------------------------------
     async def _reconciler(self) -> None:
@@ -340,9 +277,10 @@ class Daemon:
         assert self._applier is not None
         previous = self.plan
         active = " ".join(u.name for u in plan.uplinks if u.status is UplinkStatus.ACTIVE)
-        if self.hooks.scripts("pre-apply"):
-            await self.hooks.run("pre-apply", {"ACTIVE_UPLINKS": active,
-                                               "NMBALANCE_CONFIG": self.config_path})
+        hooks = self.events.hooks()
+        if hooks.scripts("pre-apply"):
+            await hooks.run("pre-apply", {"ACTIVE_UPLINKS": active,
+                                          "NMBALANCE_CONFIG": self.config_path})
         report = await self._kernel(self._applier.apply, plan)
         self.plan = plan
         for warning in plan.warnings:
@@ -354,7 +292,7 @@ class Daemon:
         log.info("applied (%s, %.1f ms): %s%s", report.nft_mode, report.kernel_ms,
                  self.summary(), dropped)
         self.notifier.status(self.summary())
-        self._hook_jobs.put_nowait(HookJob("post-apply", {"ACTIVE_UPLINKS": active}))
+        self.events.put(Event("post-apply", {"ACTIVE_UPLINKS": active}))
 
     def summary(self) -> str:
         if self.plan is None:
@@ -396,9 +334,8 @@ class Daemon:
             if self.exported is not None:
                 self.exported.sync(config, self.config_path)
             self.monitor.configure(config)
-            self.hooks = HookRunner(config.daemon.hooks_dir, config.daemon.hook_timeout)
             self.plan = None
-            self._probes_changed.set()
+            self.probes.restart()
             self._timers_changed.set()
             await self._reconcile_locked()
         log.info("reloaded %s", self.config_path)
