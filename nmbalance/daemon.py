@@ -35,7 +35,7 @@ from nmbalance.core.managed import resolve_interfaces, with_managed
 from nmbalance.core.monitor import Change, HealthMonitor
 from nmbalance.core.plan import Plan, UplinkStatus
 from nmbalance.dataplane.apply import Applier, flush
-from nmbalance.errors import ApplyError, ConfigError, ConfigErrors, UsageError
+from nmbalance.errors import ApplyError, ConfigError, ConfigErrors, NmbalanceError, UsageError
 from nmbalance.publish.events import Event, EventQueue
 from nmbalance.publish.sdnotify import Notifier
 from nmbalance.sources.kernel import snapshot
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 RETRY_AFTER_ERROR = 1.0
+BUS_RETRY = 2.0
 
 
 class _Stop(Exception):
@@ -114,6 +115,7 @@ class Daemon:
                 tg.create_task(self._timers())
                 tg.create_task(self.events.run())
                 tg.create_task(self._reloader())
+                tg.create_task(self._keep_bus())
                 if self.notifier.watchdog_interval:
                     tg.create_task(self._watchdog(self.notifier.watchdog_interval))
                 tg.create_task(self._until_stopped())
@@ -129,22 +131,47 @@ class Daemon:
             await self._shutdown()
         return 0
 
-    async def _connect_bus(self) -> None:
+    async def _connect_bus(self, quiet: bool = False) -> bool:
         """NetworkManager/networkd and our own service; the daemon works without them."""
         address = system_bus_address()
         if address is None:
-            log.warning("no system bus: following the kernel alone, no D-Bus service")
-            return
+            if not quiet:
+                log.warning("no system bus: following the kernel alone, no D-Bus service")
+            return False
         try:
-            self.bus = await connect(address)
+            bus = await connect(address)
         except Exception as exc:  # whatever the bus library raises for a bus that isn't there
-            log.warning("cannot connect to the system bus (%s): following the kernel alone, "
-                        "no D-Bus service", exc)
-            return
-        self.managers = ManagerWatch(self.bus, self._dirty.set)
+            if not quiet:
+                log.warning("cannot connect to the system bus (%s): following the kernel alone, "
+                            "no D-Bus service", exc)
+            return False
+        self.bus = bus
+        self.managers = ManagerWatch(bus, self._dirty.set)
         await self.managers.start()  # subscribed before the first snapshot
-        self.exported = Exported(self.bus, self)
+        self.exported = Exported(bus, self)
         await self.exported.start(self.config, self.config_path)
+        return True
+
+    async def _keep_bus(self) -> None:
+        """Reconnect when the system bus goes away (dbus restarted) or was never there."""
+        while True:
+            if self.bus is not None:
+                with contextlib.suppress(Exception):  # however the library reports the loss
+                    # Shielded: the library hands out one future; cancelling this task
+                    # at shutdown must not cancel it for close().
+                    await asyncio.shield(self.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
+                log.warning("lost the system bus; following the kernel alone until it is back")
+                self.bus, self.managers, self.exported = None, None, None
+            await asyncio.sleep(BUS_RETRY)
+            try:
+                if await self._connect_bus(quiet=True):
+                    log.info("connected to the system bus again")
+                    self._dirty.set()
+            except NmbalanceError as exc:  # our name taken meanwhile
+                log.error("%s", exc)
+                if self.bus is not None:
+                    await close(self.bus)
+                self.bus, self.managers, self.exported = None, None, None
 
     async def _until_stopped(self) -> None:
         await self._stop.wait()

@@ -7,7 +7,6 @@ name kept; no caller sees a raw reply.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 from collections.abc import Iterable
@@ -90,8 +89,16 @@ async def name_has_owner(bus: MessageBus, name: str) -> bool:
 async def close(bus: MessageBus) -> None:
     """Disconnect and wait until the socket is closed (dbus-next closes it late)."""
     bus.disconnect()
-    with contextlib.suppress(Exception):  # whatever the library raises on the way out
+    try:
         await asyncio.wait_for(bus.wait_for_disconnect(), 1.0)  # type: ignore[no-untyped-call]
+    except asyncio.CancelledError:
+        # The library may cancel its own disconnect future; only our own
+        # cancellation is passed on.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception:  # whatever the library raises on the way out
+        pass
     # dbus-next shuts its socket down but leaves closing it to the garbage collector.
     sock = getattr(bus, "_sock", None)
     if isinstance(sock, socket.socket) and sock.fileno() != -1:
