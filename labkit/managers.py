@@ -219,6 +219,22 @@ class Networkd:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(10)
 
+    def start_dispatcher(self, scripts: Path, bin_dir: Path) -> subprocess.Popen[str]:
+        """networkd-dispatcher in networkd's own network and mount namespace (it reads
+        /run/systemd/netif), with `bin_dir` over /usr/local/bin in a copy of that view."""
+        assert self.proc is not None
+        log = open(self.dir / "dispatcher.log", "a")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            ["nsenter", "-t", str(self.proc.pid), "-n", "-m", "unshare", "-m",
+             "--propagation", "private", "/bin/sh", "-c",
+             f"mount --bind {bin_dir} /usr/local/bin && exec env "
+             f"DBUS_SYSTEM_BUS_ADDRESS={self.bus.address} networkd-dispatcher -v "
+             f"--script-dir {scripts}"],
+            text=True, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.lab.procs.append(proc)
+        return proc
+
     def wait_configured(self, *uplinks: int, timeout: float = 20.0) -> None:
         def ready() -> bool:
             routes = self.lab.ip(self.lab.rtr, "-4", "route", "show", "table", "main").stdout

@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(nftables libnftables1 iproute2 conntrack iptables iperf3 ethtool python3-venv
               util-linux dbus dnsmasq-base systemd)
-# The integration tests run the real NetworkManager, but only inside lab
-# namespaces with their own bus: installing it must not start or enable it here.
-LAB_ONLY_PACKAGES=(network-manager)
+# The integration tests run the real NetworkManager and networkd-dispatcher, but
+# only inside lab namespaces with their own bus: installing them must not start
+# or enable them here.
+LAB_ONLY_PACKAGES=(network-manager networkd-dispatcher)
 
 missing() {
     for pkg in "$@"; do
@@ -40,8 +41,9 @@ if [ "${#lab_only[@]}" -gt 0 ]; then
     # ...nor at the next boot, where systemd runs this machine.
     if [ -d /run/systemd/system ]; then
         systemctl disable --quiet NetworkManager.service NetworkManager-dispatcher.service \
-            NetworkManager-wait-online.service 2>/dev/null || true
-        echo "setup: NetworkManager installed for the lab tests only (disabled on this host)"
+            NetworkManager-wait-online.service networkd-dispatcher.service 2>/dev/null || true
+        echo "setup: NetworkManager and networkd-dispatcher installed for the lab tests only" \
+             "(disabled on this host)"
     fi
 fi
 

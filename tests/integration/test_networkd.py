@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 
@@ -10,16 +11,21 @@ import pytest
 
 from labkit.daemon import DaemonProcess
 from labkit.lab import Lab, wait_for
-from labkit.managers import Bus, Networkd, set_router
+from labkit.managers import Bus, Networkd, nmbalance_wrapper, set_router
 from tests.integration.watch import SignalWatch
 
 
 @pytest.fixture(scope="module")
-def ndlab() -> Iterator[tuple[Lab, Bus]]:
+def networkd() -> Iterator[Networkd]:
     with Lab(isps=2, dhcp=True) as lab:
-        bus = Bus(lab)
-        Networkd(lab, bus).wait_configured(1, 2)
-        yield lab, bus
+        nd = Networkd(lab, Bus(lab))
+        nd.wait_configured(1, 2)
+        yield nd
+
+
+@pytest.fixture
+def ndlab(networkd: Networkd) -> tuple[Lab, Bus]:
+    return networkd.lab, networkd.bus
 
 
 @pytest.fixture
@@ -79,3 +85,41 @@ def test_carrier_loss_and_return(ndlab: tuple[Lab, Bus], daemon: DaemonProcess) 
     lab.carrier(2, True)
     daemon.wait_for(r"applied .*ISP2 active", after=mark, timeout=30)
     assert uplinks(lab)["ISP2"]["GatewaySource"] == "networkd"
+
+
+def test_networkd_dispatcher_script_applies_or_pokes_the_daemon(networkd: Networkd) -> None:
+    lab, bus = networkd.lab, networkd.bus
+    config = lab.write(lab.config(weights=(1,), health={"interval_ms": 200, "hold_time": 1}),
+                       "dispatch.toml")
+    scripts = lab.workdir / "networkd-dispatcher"
+    for state in ("routable", "degraded", "carrier", "no-carrier", "off", "configured"):
+        (scripts / f"{state}.d").mkdir(parents=True, exist_ok=True)
+        target = scripts / f"{state}.d" / "50-nmbalance"
+        shutil.copy("dispatcher/50-nmbalance-networkd", target)
+        target.chmod(0o755)
+    bin_dir = lab.workdir / "dispatcher-bin"
+    nmbalance_wrapper(lab, bus, config, bin_dir)
+    networkd.start_dispatcher(scripts, bin_dir)
+    time.sleep(1)
+    lab.nmbalance("flush", "-c", config)
+    assert "nmbalance" not in lab.sh(lab.rtr, "nft", "list", "tables").stdout
+
+    def bounce() -> None:
+        lab.carrier(1, False)
+        time.sleep(0.5)
+        lab.carrier(1, True)
+
+    try:
+        bounce()  # no daemon: the script applies once
+        assert wait_for(lambda: "table inet nmbalance" in lab.sh(
+            lab.rtr, "nft", "list", "tables").stdout, 20), (networkd.dir / "dispatcher.log").read_text()
+        daemon = DaemonProcess(lab, config)
+        try:
+            daemon.wait_for("running:")
+            mark = daemon.mark()
+            bounce()  # a daemon runs: the script only asks it to refresh
+            daemon.wait_for(r"refresh requested: networkd-[a-z-]+ wan1", after=mark, timeout=20)
+        finally:
+            daemon.stop()
+    finally:
+        lab.nmbalance("flush", "-c", config)
