@@ -42,7 +42,8 @@ def _alias_method(value: object) -> object:
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
 # What the kernel accepts in an interface name, minus characters we would have
 # to escape in nft text; validated here so no name ever reaches a parser unchecked.
-IfName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,15}$")]
+IFNAME_PATTERN = r"^[A-Za-z0-9_.+-]{1,15}$"
+IfName = Annotated[str, Field(pattern=IFNAME_PATTERN)]
 AnyAddress = IPv4Address | IPv6Address
 AnyNetwork = IPv4Network | IPv6Network
 MethodName = Annotated[Method, BeforeValidator(_alias_method)]

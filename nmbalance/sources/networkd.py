@@ -43,24 +43,16 @@ def default_gateway(description: dict[str, Any]) -> AnyAddress | None:
 
 
 def dns_servers(description: dict[str, Any]) -> tuple[AnyAddress, ...]:
-    out = []
-    for entry in description.get("DNS") or []:
-        if isinstance(entry, dict):
-            addr = validate.address(entry.get("Address"), "networkd DNS server")
-            if addr is not None:
-                out.append(addr)
-    return tuple(out)
+    return validate.addresses(description.get("DNS"), "Address", "networkd DNS server")
 
 
 def lease_router(text: str) -> AnyAddress | None:
     """ROUTER= of a networkd lease file (space-separated when several)."""
     for line in text.splitlines():
         key, _, value = line.partition("=")
-        if key.strip() == "ROUTER":
-            for word in value.split():
-                addr = validate.address(word, "lease router")
-                if addr is not None and addr.version == 4:
-                    return addr
+        router = validate.first_ipv4(value, "lease router") if key.strip() == "ROUTER" else None
+        if router is not None:
+            return router
     return None
 
 

@@ -47,24 +47,11 @@ def _object(path: Any) -> str | None:
 
 def routers(options: dict[str, Any]) -> AnyAddress | None:
     """The first router of a lease's `routers` option ("10.0.0.1 10.0.0.2")."""
-    value = options.get("routers")
-    if not isinstance(value, str):
-        return None
-    for word in value.split():
-        addr = validate.address(word, "DHCP router")
-        if addr is not None and addr.version == 4:
-            return addr
-    return None
+    return validate.first_ipv4(options.get("routers"), "DHCP router")
 
 
 def nameservers(ip4: dict[str, Any]) -> tuple[AnyAddress, ...]:
-    out = []
-    for entry in ip4.get("NameserverData") or []:
-        if isinstance(entry, dict):
-            addr = validate.address(entry.get("address"), "DNS server")
-            if addr is not None:
-                out.append(addr)
-    return tuple(out)
+    return validate.addresses(ip4.get("NameserverData"), "address", "DNS server")
 
 
 class NetworkManagerSource:

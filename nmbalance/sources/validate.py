@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+from nmbalance.config.model import IFNAME_PATTERN
+
 log = logging.getLogger(__name__)
-_IFNAME = re.compile(r"^[A-Za-z0-9_.+@:-]{1,15}$")
+# The same rule as a configured interface name: these names reach nft text too.
+_IFNAME = re.compile(IFNAME_PATTERN)
 _seen: set[str] = set()
 
 
@@ -50,3 +54,26 @@ def text(value: Any, limit: int = 256) -> str | None:
     if value not in (None, ""):
         _once("text", value)
     return None
+
+
+def first_ipv4(words: Any, what: str) -> IPv4Address | None:
+    """The first valid IPv4 address of a space-separated list ("10.0.0.1 10.0.0.2")."""
+    if not isinstance(words, str):
+        return None
+    for word in words.split():
+        addr = address(word, what)
+        if isinstance(addr, IPv4Address):
+            return addr
+    return None
+
+
+def addresses(entries: Iterable[Any] | None, key: str, what: str
+              ) -> tuple[IPv4Address | IPv6Address, ...]:
+    """The valid addresses under `key` in a list of dicts; the rest dropped."""
+    out = []
+    for entry in entries or []:
+        if isinstance(entry, dict):
+            addr = address(entry.get(key), what)
+            if addr is not None:
+                out.append(addr)
+    return tuple(out)
