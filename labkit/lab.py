@@ -201,19 +201,19 @@ class Lab:
         self.ip(self.isp(n), "link", "set", "rtr", "up" if up else "down")
 
     def blackhole(self, n: int, on: bool) -> None:
-        if on:
-            self.sh(self.isp(n), "nft", "add table inet lab; add chain inet lab blackhole "
-                    "{ type filter hook forward priority 0; policy drop; }")
-        else:
-            self.sh(self.isp(n), "nft", "delete table inet lab", check=False)
+        """ISP n drops everything it would forward; its carrier stays up."""
+        self._isp_filter(n, "blackhole", "policy drop;", on)
 
     def block_probes(self, n: int, on: bool) -> None:
         """Drop only traffic to the probe targets: the ISP carries everything else."""
+        self._isp_filter(n, "labprobe", "ip daddr 198.51.100.0/24 drop;", on)
+
+    def _isp_filter(self, n: int, table: str, rule: str, on: bool) -> None:
         if on:
-            self.sh(self.isp(n), "nft", "add table inet labprobe; add chain inet labprobe drop_probes "
-                    "{ type filter hook forward priority 0; ip daddr 198.51.100.0/24 drop; }")
+            self.sh(self.isp(n), "nft", f"add table inet {table}; add chain inet {table} forward_"
+                    f"{table} {{ type filter hook forward priority 0; {rule} }}")
         else:
-            self.sh(self.isp(n), "nft", "delete table inet labprobe", check=False)
+            self.sh(self.isp(n), "nft", f"delete table inet {table}", check=False)
 
     def connections(self, count: int, ns: str | None = None, concurrency: int = 32,
                     bind: str | None = None) -> dict[int, int]:

@@ -102,8 +102,45 @@ def nmbalance_wrapper(lab: Lab, bus: Bus, config: str, folder: Path) -> Path:
                    f"NMBALANCE_CONFIG={config} {sys.executable} -m nmbalance \"$@\"\n")
 
 
+class _ManagerProcess:
+    """A network manager run by its launcher script in the router's namespace."""
+
+    lab: Lab
+    dir: Path
+    launcher: Path
+    what = ""
+    env: dict[str, str] | None = None
+
+    def start(self) -> None:
+        log = open(self.dir / "log", "a")  # noqa: SIM115 - handed to the child
+        self.proc: subprocess.Popen[str] | None = subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.rtr, "/bin/sh", str(self.launcher)],
+            text=True, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        log.close()
+        self.lab.procs.append(self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def wait_dhcp_routes(self, uplinks: tuple[int, ...], timeout: float) -> None:
+        """Until each uplink has its DHCP lease's default route in the main table."""
+        def ready() -> bool:
+            routes = self.lab.ip(self.lab.rtr, "-4", "route", "show", "table", "main").stdout
+            return all(f"dev wan{n} proto dhcp" in routes for n in uplinks)
+        if not wait_for(ready, timeout):
+            raise RuntimeError(f"{self.what} did not configure the uplinks:\n"
+                               + (self.dir / "log").read_text()[-3000:])
+
+
 # --- NetworkManager ------------------------------------------------------------------------
-class NetworkManager:
+class NetworkManager(_ManagerProcess):
+    what = "NetworkManager"
     def __init__(self, lab: Lab, bus: Bus, uplinks: tuple[int, ...] = (1, 2),
                  never_default: tuple[int, ...] = ()) -> None:
         self.lab, self.bus = lab, bus
@@ -150,37 +187,18 @@ class NetworkManager:
                                 f"--state-file={d / 'lib' / 'NetworkManager.state'} "
                                 f"--intern-config={d / 'lib' / 'intern.conf'} "
                                 f"--pid-file={d / 'run' / 'nm.pid'}\n")
-        self.proc: subprocess.Popen[str] | None = None
-        self.start()
-
-    def start(self) -> None:
-        log = open(self.dir / "log", "a")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.lab.rtr, "/bin/sh", str(self.launcher)],
-                                     text=True, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.lab.procs.append(self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
-
-    def restart(self) -> None:
-        self.stop()
         self.start()
 
     def wait_activated(self, *uplinks: int, timeout: float = 20.0) -> None:
         """Until each uplink has its DHCP address and NetworkManager's default route."""
-        def ready() -> bool:
-            routes = self.lab.ip(self.lab.rtr, "-4", "route", "show", "table", "main").stdout
-            return all(f"dev wan{n} proto dhcp" in routes for n in uplinks)
-        if not wait_for(ready, timeout):
-            raise RuntimeError("NetworkManager did not activate the uplinks:\n"
-                               + (self.dir / "log").read_text()[-3000:])
+        self.wait_dhcp_routes(uplinks, timeout)
 
 
 # --- systemd-networkd ----------------------------------------------------------------------
-class Networkd:
+class Networkd(_ManagerProcess):
+    what = "networkd"
+    env = dict(os.environ, SYSTEMD_LOG_LEVEL="debug")
+
     def __init__(self, lab: Lab, bus: Bus, uplinks: tuple[int, ...] = (1, 2)) -> None:
         self.lab, self.bus = lab, bus
         self.dir = d = _dir(lab.workdir / "networkd")
@@ -203,21 +221,7 @@ class Networkd:
                                 "mount -o remount,bind,ro /sys\n"
                                 f"export DBUS_SYSTEM_BUS_ADDRESS={bus.address}\n"
                                 f"exec {NETWORKD}\n")
-        self.proc: subprocess.Popen[str] | None = None
         self.start()
-
-    def start(self) -> None:
-        log = open(self.dir / "log", "a")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.lab.rtr, "/bin/sh", str(self.launcher)],
-                                     text=True, stdout=log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, SYSTEMD_LOG_LEVEL="debug"))
-        log.close()
-        self.lab.procs.append(self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
 
     def start_dispatcher(self, scripts: Path, bin_dir: Path) -> subprocess.Popen[str]:
         """networkd-dispatcher in networkd's own network and mount namespace (it reads
@@ -236,12 +240,7 @@ class Networkd:
         return proc
 
     def wait_configured(self, *uplinks: int, timeout: float = 20.0) -> None:
-        def ready() -> bool:
-            routes = self.lab.ip(self.lab.rtr, "-4", "route", "show", "table", "main").stdout
-            return all(f"dev wan{n} proto dhcp" in routes for n in uplinks)
-        if not wait_for(ready, timeout):
-            raise RuntimeError("networkd did not configure the uplinks:\n"
-                               + (self.dir / "log").read_text()[-3000:])
+        self.wait_dhcp_routes(uplinks, timeout)
 
 
 def busctl(bus: Bus, lab: Lab, *args: str, uid: int | None = None, groups: str | None = None,

@@ -23,12 +23,7 @@ FAST = {"interval_ms": 200, "min_successive_pkts_rcvd": 5, "hold_time": 1}
 Start = Callable[..., DaemonProcess]
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with Lab(isps=3) as built:
-        yield built
-
-
+# `lab`: the module's three-ISP lab from conftest.py.
 @pytest.fixture
 def start(lab: Lab) -> Iterator[Start]:
     """Start daemons; afterwards stop them, flush, and heal every ISP."""
