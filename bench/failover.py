@@ -48,23 +48,25 @@ def trickle(lab: Lab) -> subprocess.Popen[str]:
     )
 
 
+def fail(lab: Lab, kind: str, n: int, failed: bool) -> None:
+    """Pull ISP n's cable, or blackhole it upstream; or repair that."""
+    if kind == "carrier":
+        lab.carrier(n, not failed)
+    else:
+        lab.blackhole(n, failed)
+
+
 def trial(lab: Lab, daemon: DaemonProcess, kind: str, n: int) -> tuple[float, float, float]:
     """One failure and repair of ISP n: (failover s, recovery s, hold time in effect s)."""
     client = trickle(lab)
     time.sleep(1.0)
     mark = daemon.mark()
-    if kind == "carrier":
-        lab.carrier(n, False)
-    else:
-        lab.blackhole(n, True)
+    fail(lab, kind, n, True)
     failed_at = time.time()
     daemon.wait_for(rf"applied .*ISP{n} down", after=mark, timeout=30)
     time.sleep(1.0)
     mark = daemon.mark()
-    if kind == "carrier":
-        lab.carrier(n, True)
-    else:
-        lab.blackhole(n, False)
+    fail(lab, kind, n, False)
     repaired_at = time.time()
     _, line = daemon.wait_for(rf"ISP{n} recovering: .*holding", after=mark, timeout=60)
     hold = float(line.rsplit("holding", 1)[1].split()[0])

@@ -15,12 +15,9 @@ _EVENT = re.compile(r"^[a-z0-9-]{1,32}$")
 
 
 def _to_syslog() -> None:
-    if os.path.exists("/dev/log"):
-        handler: logging.Handler = logging.handlers.SysLogHandler("/dev/log")
-        handler.setFormatter(logging.Formatter("nmbalance-dispatch: %(message)s"))
-    else:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("nmbalance-dispatch: %(message)s"))
+    handler: logging.Handler = (logging.handlers.SysLogHandler("/dev/log")
+                                if os.path.exists("/dev/log") else logging.StreamHandler())
+    handler.setFormatter(logging.Formatter("nmbalance-dispatch: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)

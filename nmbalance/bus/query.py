@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from nmbalance.bus.client import BusCallError, call, close, connect, get_all, name_has_owner
+from nmbalance.bus.client import call, close, connect, get_all, name_has_owner
 from nmbalance.bus.service import BUS_NAME, MANAGER_IFACE, MANAGER_PATH, UPLINK_IFACE
 
 TIMEOUT = 5.0
@@ -39,9 +39,7 @@ async def _refresh(reason: str) -> bool:
 def _run(coro: Any) -> Any:
     try:
         return asyncio.run(asyncio.wait_for(coro, TIMEOUT))
-    except (OSError, BusCallError, TimeoutError, EOFError):
-        return None
-    except Exception:  # a bus that is there but broken: as good as no daemon
+    except Exception:  # no bus, no daemon, a call refused or a broken bus: no daemon to ask
         return None
 
 
