@@ -46,17 +46,20 @@ def inside(n: int) -> None:
     from nmbalance.config import load_config_text
     from nmbalance.core.decide import decide
     from nmbalance.core.facts import Health
-    from nmbalance.dataplane.apply import Applier, apply_plan, flush
-    from nmbalance.sources.kernel import snapshot
+    from pyroute2 import IPRoute
 
+    from nmbalance.dataplane.apply import Applier, flush
+    from nmbalance.sources.kernel_facts import snapshot
+
+    ipr = IPRoute(strict_check=True)
     weighted = load_config_text(config_text(n, "weighted"))
     sticky = load_config_text(config_text(n, "persistence"))
-    facts = snapshot(weighted)
+    facts = snapshot(ipr, weighted)
     down = replace(facts, uplinks=(replace(facts.uplinks[0], health=Health.DOWN),
                                    *facts.uplinks[1:]))
     plans = [decide(weighted, facts), decide(weighted, down)]
     full = [decide(weighted, facts), decide(sticky, facts)]
-    applier = Applier()
+    applier = Applier(ipr)
     applier.apply(plans[0])
     decide_ms = median_ms(lambda: decide(weighted, facts))
     state = {"i": 0}
@@ -72,12 +75,16 @@ def inside(n: int) -> None:
     full_ms = median_ms(lambda: flip(full))  # type: ignore[arg-type]
 
     def flip_oneshot(pair: list[object]) -> None:
+        """What `nmbalance apply` does: a fresh socket and applier, everything read back."""
         state["i"] += 1
-        apply_plan(pair[state["i"] % 2])  # type: ignore[arg-type]
+        with IPRoute(strict_check=True) as fresh:
+            once = Applier(fresh)
+            once.apply(pair[state["i"] % 2])  # type: ignore[arg-type]
+            once.close()
 
     oneshot_ms = median_ms(lambda: flip_oneshot(plans), runs=10)
 
-    flush("nmbalance", 211)
+    flush(ipr, "nmbalance", 211)
 
     plan = plans[0]
     with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as f:
@@ -99,7 +106,7 @@ def inside(n: int) -> None:
             subprocess.run(cmd, check=True, capture_output=True)
 
     shell_ms = median_ms(shell, runs=5 if n >= 32 else 10)
-    flush("nmbalance", 211)
+    flush(ipr, "nmbalance", 211)
     os.unlink(f.name)
     print(f"{n:>3} uplinks: decide {decide_ms:5.2f} ms | daemon apply: health change "
           f"{contents_ms:5.2f} ms ({no_ct_ms:4.2f} without conntrack flush), "

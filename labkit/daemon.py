@@ -26,7 +26,7 @@ class DaemonProcess:
         environ.update(env or {})
         # `ip netns exec` execs the command: the PID is the daemon's own.
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", lab.rtr, sys.executable, "-m", "nmbalance", "-v", "run",
+            ["ip", "netns", "exec", lab.rtr, sys.executable, "-m", "nmbalance", "run",
              "-c", config_path],
             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environ,
         )

@@ -21,7 +21,8 @@ log = logging.getLogger("nmbalance")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nmbalance", description=__doc__)
     p.add_argument("--version", action="version", version=f"nmbalance {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log what is done (run: also every event behind a change)")
     sub = p.add_subparsers(dest="command", required=True)
 
     default = os.environ.get("NMBALANCE_CONFIG") or DEFAULT_PATH
@@ -52,24 +53,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _no_daemon(what: str) -> None:
+    """A running daemon keeps the kernel as it decides: a one-shot change would be undone."""
+    from nmbalance.presence import running_daemon
+
+    pid = running_daemon()
+    if pid is not None:
+        raise NmbalanceError(
+            f"a daemon runs here{f' (pid {pid})' if pid else ''} and keeps the kernel as it "
+            f"decides, so {what} would be undone: reload it (systemctl reload nmbalance), "
+            "steer it over D-Bus (SetUplinkEnabled), or stop it first")
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
-    from nmbalance.oneshot import plan_once
+    from nmbalance.core.plan import UplinkStatus
+    from nmbalance.oneshot import plan_and_apply
 
     config = load_config(args.config)
-    plan = plan_once(config, args.uplinks)
-    if args.dry_run:
+    if not args.dry_run:
+        _no_daemon("`apply`")
+    plan, report = plan_and_apply(config, args.uplinks, dry_run=args.dry_run)
+    if report is None:
         sys.stdout.write(plan.describe())
         return 0
-    from nmbalance.dataplane.apply import apply_plan
-
-    report = apply_plan(plan, flush_conntrack=config.kernel.flush_conntrack)
     for u in plan.uplinks:
         print(f"{u.name}: {u.status.value}{' (' + u.reason + ')' if u.reason else ''}"
               f"{f', share {u.share:.0%}' if u.share else ''}")
     log.info("nft %s apply; routing +%d -%d; conntrack entries of %d uplinks dropped",
-             report.nft_mode, len(report.routing.added), len(report.routing.removed),
+             report.nft_mode or "no", len(report.routing.added), len(report.routing.removed),
              len(report.conntrack_flushed))
-    return 0
+    # The rest is in place; what the kernel refused is a failure to report.
+    return 1 if any(u.status is UplinkStatus.ERROR for u in plan.uplinks) else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -104,10 +118,14 @@ def _config_or_defaults(path: str) -> Config:
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
+    from pyroute2 import IPRoute
+
     from nmbalance.dataplane.apply import flush
 
     config = _config_or_defaults(args.config)
-    removed, changes = flush(config.kernel.table, config.kernel.route_protocol)
+    _no_daemon("`flush`")
+    with IPRoute(strict_check=True) as ipr:
+        removed, changes = flush(ipr, config.kernel.table, config.kernel.route_protocol)
     print(f"table inet {config.kernel.table}: {'removed' if removed else 'not present'}; "
           f"{len(changes.removed)} routes/rules removed")
     return 0
@@ -155,8 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help/--version
         return int(exc.code or 0)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    # The daemon tells its story at INFO (state changes, applies, repairs); -v adds
+    # the events behind them. The one-shot commands say only what went wrong.
+    daemon = args.command == "run"
+    logging.basicConfig(level=logging.INFO if daemon or args.verbose else logging.WARNING,
                         format="nmbalance: %(message)s")
+    if daemon and args.verbose:
+        logging.getLogger("nmbalance").setLevel(logging.DEBUG)
     try:
         return COMMANDS[args.command](args)
     except NmbalanceError as exc:

@@ -1,5 +1,11 @@
 """What the dispatcher scripts run: ask the daemon to refresh, or apply once
-when no daemon runs. Logs to the journal/syslog; never fails the caller."""
+when no daemon runs. Logs to the journal/syslog; never fails the caller.
+
+A live daemon (nmbalance.presence) is never overridden: its plan has the
+probes' verdicts, a one-shot plan does not. So with a daemon alive the
+dispatcher only asks it to refresh, and a slow or missing answer on the bus
+changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -31,18 +37,23 @@ def dispatch(event: str, interface: str, config_path: str) -> str:
         return "ignored"
     reason = f"{event} {interface}".strip()
     from nmbalance.bus.query import daemon_refresh
+    from nmbalance.presence import running_daemon
 
-    if daemon_refresh(reason):
-        log.info("%s: asked the running daemon to refresh", reason)
+    pid = running_daemon()
+    if pid is not None:
+        if daemon_refresh(reason):
+            log.info("%s: asked the running daemon to refresh", reason)
+        else:
+            log.info("%s: the daemon%s did not take a refresh over D-Bus; it follows the "
+                     "kernel's events itself, so nothing is applied here", reason,
+                     f" (pid {pid})" if pid else "")
         return "refreshed"
     try:
         from nmbalance.config.load import load_config
-        from nmbalance.dataplane.apply import apply_plan
-        from nmbalance.oneshot import plan_once
+        from nmbalance.oneshot import plan_and_apply
 
         config = load_config(config_path)
-        plan = plan_once(config)
-        apply_plan(plan, flush_conntrack=config.kernel.flush_conntrack)
+        plan, _ = plan_and_apply(config)
     except Exception as exc:  # the network manager's event must go on whatever happens here
         log.error("%s: nmbalance apply failed: %s", reason, exc)
         return "failed"

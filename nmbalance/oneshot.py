@@ -1,37 +1,87 @@
-"""Discover, decide and apply once: `nmbalance apply` and the dispatcher's fallback."""
+"""Discover, decide and apply once: `nmbalance apply` (and --dry-run) and the
+dispatcher's fallback when no daemon runs."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from nmbalance.config.model import Config
 from nmbalance.config.snippets import read_snippets
 from nmbalance.core.decide import decide
 from nmbalance.core.facts import Facts
 from nmbalance.core.managed import resolve_interfaces, with_managed
+from nmbalance.core.numbering import layout_of
 from nmbalance.core.plan import Plan
 from nmbalance.errors import UsageError
+
+if TYPE_CHECKING:  # imported when used: `check` and `--help` need no netlink libraries
+    from pyroute2 import IPRoute
+
+    from nmbalance.dataplane.apply import Applier, ApplyReport
 
 log = logging.getLogger(__name__)
 
 
-def discover(config: Config) -> Facts:
-    """The kernel's facts, with what NetworkManager or networkd say when one runs."""
-    from nmbalance.sources.kernel import snapshot
-    from nmbalance.sources.managers import read_once
+@contextmanager
+def kernel(config: Config) -> Iterator[Applier]:
+    """An Applier on a netlink socket of its own, closed afterwards."""
+    from pyroute2 import IPRoute
 
-    managed = read_once()
-    return with_managed(config, snapshot(config, resolve_interfaces(config, managed)), managed)
+    from nmbalance.dataplane.apply import Applier
+
+    with IPRoute(strict_check=True) as ipr:
+        applier = Applier(ipr, config.kernel.flush_conntrack)
+        try:
+            yield applier
+        finally:
+            applier.close()
 
 
-def plan_once(config: Config, uplinks: list[str] | tuple[str, ...] = ()) -> Plan:
+def _selection(config: Config, uplinks: Sequence[str]) -> frozenset[str] | None:
     names = {u.name for u in config.uplink}
     unknown = [n for n in uplinks if n not in names]
     if unknown:
         raise UsageError(f"unknown uplink {', '.join(unknown)} "
                          f"(configured: {', '.join(sorted(names))})")
-    plan = decide(config, discover(config), frozenset(uplinks) if uplinks else None,
-                  read_snippets(config))
-    for warning in plan.warnings:
-        log.warning("%s", warning)
-    return plan
+    return frozenset(uplinks) if uplinks else None
+
+
+def discover(ipr: IPRoute, config: Config) -> Facts:
+    """The kernel's facts, with what NetworkManager or networkd say when one runs."""
+    from nmbalance.sources.kernel_facts import snapshot
+    from nmbalance.sources.managers import read_once
+
+    managed = read_once()
+    return with_managed(config, snapshot(ipr, config, resolve_interfaces(config, managed)), managed)
+
+
+def plan_and_apply(config: Config, uplinks: Sequence[str] = (), dry_run: bool = False
+                   ) -> tuple[Plan, ApplyReport | None]:
+    """The plan (with the uplink ids the kernel holds), applied unless dry_run.
+    An uplink whose routes the kernel refuses is taken out and the rest applied:
+    its status says error, with the kernel's reason."""
+    from nmbalance.daemon.kernel import restore_chains
+    from nmbalance.dataplane.apply import RoutesRefused, refused_uplinks
+
+    selected = _selection(config, uplinks)
+    snippets = read_snippets(config)
+    with kernel(config) as applier:
+        ids = applier.kernel_ids(config.kernel.table, restore_chains(config), layout_of(config))
+        facts = discover(applier.ipr, config)
+        refused: dict[str, str] = {}
+        while True:
+            plan = decide(config, facts, selected, snippets, ids, refused)
+            for warning in plan.warnings:
+                log.warning("%s", warning)
+            if dry_run:
+                return plan, None
+            try:
+                return plan, applier.apply(plan)
+            except RoutesRefused as exc:
+                newly = refused_uplinks(plan, exc)
+                if not newly.keys() - refused.keys():
+                    raise
+                refused |= newly

@@ -5,35 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 from nmbalance.config.model import Config
-from nmbalance.core.decide import layout_of
+from nmbalance.core.numbering import ids_in_kernel, layout_of
+from nmbalance.core.ruleset import DEFAULT_GROUP, Group, ident, pick_target
 from nmbalance.core.slots import SLOTS
 
 
 def kernel_status(config: Config) -> dict[str, Any]:
     from pyroute2 import IPRoute
 
+    from nmbalance.daemon.kernel import restore_chains
     from nmbalance.dataplane.nft import NftTable
     from nmbalance.dataplane.routing import owned_routes, owned_rules
 
     layout = layout_of(config)
     state = NftTable(config.kernel.table).read()
-    with IPRoute() as ipr:
+    with IPRoute(strict_check=True) as ipr:
         routes = owned_routes(ipr, config.kernel.route_protocol)
         rules = owned_rules(ipr, config.kernel.route_protocol)
+    ids = ids_in_kernel(state.restore, restore_chains(config), layout) if state else {}
+    # Which chain the default group's weight map sends each uplink's slots to.
+    kind = "persistence" if config.mode == "persistence" else "weights"
+    target = {pick_target(Group(DEFAULT_GROUP, kind, ()), ident(u.name)): u.name
+              for u in config.uplink}
     slots: dict[str, int] = {}
-    if state is not None:
-        for elem in state.sets.get("w_default", []):
-            key, verdict = elem if isinstance(elem, list) else (None, None)
-            target = next(iter(verdict.values()))["target"] if verdict else ""
-            lo, hi = key["range"] if isinstance(key, dict) and "range" in key else (key, key)
-            ident = target.removeprefix("up_").removeprefix("learn_default_")
-            slots[ident] = slots.get(ident, 0) + int(str(hi)) - int(str(lo)) + 1
-    from nmbalance.core.decide import idents
-
-    ident = idents([u.name for u in config.uplink])
+    for lo, hi, chain in state.weights.get(f"w_{DEFAULT_GROUP}", []) if state else []:
+        if chain in target:
+            slots[target[chain]] = slots.get(target[chain], 0) + hi - lo + 1
     uplinks = []
-    for i, u in enumerate(config.uplink):
-        mark, table = layout.mark(i), layout.table(i)
+    for u in config.uplink:
+        uplink_id = ids.get(u.name)
+        mark = layout.mark(uplink_id) if uplink_id else None
+        table = layout.table(uplink_id) if uplink_id else None
         route = next((r for r in routes if r.table == table), None)
         uplinks.append({
             "name": u.name,
@@ -42,7 +44,7 @@ def kernel_status(config: Config) -> dict[str, Any]:
             "table": table,
             "gateway": route.gateway if route else None,
             "live": state is not None and mark in state.live,
-            "share": slots.get(ident[u.name], 0) / SLOTS,
+            "share": slots.get(u.name, 0) / SLOTS,
         })
     return {
         "table": config.kernel.table,

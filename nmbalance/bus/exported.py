@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Interface
 
-from nmbalance.bus.compat import MessageBus, NameFlag, RequestNameReply
+from nmbalance.bus.compat import DBusError, MessageBus, NameFlag, RequestNameReply
 from nmbalance.bus.service import (
     BUS_NAME,
     MANAGER_PATH,
@@ -16,9 +16,8 @@ from nmbalance.bus.service import (
 )
 from nmbalance.config.model import Config
 from nmbalance.core.facts import Facts
-from nmbalance.core.health import Tracker
+from nmbalance.core.health_machine import Tracker
 from nmbalance.core.plan import Plan
-from nmbalance.errors import NmbalanceError
 
 
 class Exported:
@@ -27,13 +26,19 @@ class Exported:
         self.manager = ManagerInterface(control)
         self.uplinks: dict[str, UplinkInterface] = {}
 
-    async def start(self, config: Config, config_path: str) -> None:
+    def export(self, config: Config, config_path: str) -> None:
         self.bus.export(MANAGER_PATH, self.manager)
         self.sync(config, config_path)
-        reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
-        if reply != RequestNameReply.PRIMARY_OWNER:
-            raise NmbalanceError(f"{BUS_NAME} is taken on the system bus: is nmbalance "
-                                 "already running?")
+
+    async def claim(self) -> str | None:
+        """Ask for our bus name; None when we own it, else why not."""
+        try:
+            reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        except DBusError as exc:  # the bus's policy says no
+            return f"the bus refused {BUS_NAME}: {exc.text}"
+        if reply in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            return None
+        return f"{BUS_NAME} is owned by another process (another nmbalance daemon?)"
 
     def sync(self, config: Config, config_path: str) -> None:
         """Objects for the configured uplinks: new ones exported, gone ones withdrawn."""

@@ -7,7 +7,7 @@ rather than a silently ignored setting.
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -19,6 +19,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from nmbalance.inet import AnyAddress, AnyNetwork
 
 METHOD_ALIASES = {"balanced": "weighted", "failover": "priority"}
 
@@ -44,8 +46,6 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
 # to escape in nft text; validated here so no name ever reaches a parser unchecked.
 IFNAME_PATTERN = r"^[A-Za-z0-9_.+-]{1,15}$"
 IfName = Annotated[str, Field(pattern=IFNAME_PATTERN)]
-AnyAddress = IPv4Address | IPv6Address
-AnyNetwork = IPv4Network | IPv6Network
 MethodName = Annotated[Method, BeforeValidator(_alias_method)]
 
 _PORT_RANGE = re.compile(r"^(\d{1,5})-(\d{1,5})$")
@@ -102,7 +102,7 @@ class Lan(Strict):
     interface: IfName
 
 
-class Health(Strict):
+class HealthSettings(Strict):
     """When an uplink counts as up (DESIGN.md "Health"); names follow lsm where it has them."""
 
     interval_ms: Annotated[int, Field(ge=100, le=60_000)] = 1000
@@ -117,8 +117,11 @@ class Health(Strict):
     max_successive_pkts_lost: Annotated[int, Field(ge=1, le=1000)] = 3
     min_successive_pkts_rcvd: Annotated[int, Field(ge=1, le=1000)] = 5
     loss_window: Annotated[int, Field(ge=4, le=1000)] = 20
-    # Median round-trip time above which an uplink is degraded (still used); unset: never.
+    # Median round-trip time above which an uplink is degraded; unset: never.
     max_latency_ms: Annotated[int, Field(ge=1)] | None = None
+    # A degraded uplink stays in rotation with this percentage of its weight (its share
+    # of new connections); under priority, healthy uplinks rank before degraded ones.
+    degraded_weight_percent: Annotated[int, Field(ge=1, le=100)] = 50
     long_down_time: Annotated[int, Field(ge=0)] = 120
     # Seconds an uplink must stay healthy before it takes new traffic again; doubled for
     # each further failure within flap_window, up to max_hold_time.
@@ -130,7 +133,7 @@ class Health(Strict):
     fail_open: bool = True
 
     @model_validator(mode="after")
-    def _hysteresis(self) -> Health:
+    def _hysteresis(self) -> HealthSettings:
         if self.min_packet_loss > self.max_packet_loss:
             raise ValueError("min_packet_loss must not exceed max_packet_loss")
         if self.timeout_ms is not None and self.timeout_ms > self.interval_ms:
@@ -144,7 +147,7 @@ class Health(Strict):
         return self.timeout_ms or min(self.interval_ms, 500)
 
 
-class Daemon(Strict):
+class DaemonSettings(Strict):
     """How `nmbalance run` behaves."""
 
     hooks_dir: str | None = "/etc/nmbalance/hooks.d"
@@ -154,6 +157,9 @@ class Daemon(Strict):
     on_stop: Literal["keep", "flush"] = "keep"
     # Netlink events come in bursts; one reconcile per burst.
     debounce_ms: Annotated[int, Field(ge=0, le=5000)] = 10
+    # Seconds between read-backs of what we own in the kernel (nft table, routes,
+    # rules), on top of the kernel's own change events; 0: events only.
+    verify_interval: Annotated[float, Field(ge=0, le=3600)] = 15.0
     # The program warn_email hands messages to; unset: /usr/sbin/sendmail or /usr/lib/sendmail.
     sendmail: Annotated[str, Field(pattern=r"^/[^\x00]*$")] | None = None
 
@@ -197,7 +203,7 @@ class Rule(Strict):
         return self
 
 
-class Kernel(Strict):
+class KernelSettings(Strict):
     table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")] = "nmbalance"
     mark_mask: Annotated[int, Field(gt=0, le=0xFFFFFFFF)] = 0x0000FF00
     route_table_base: Annotated[int, Field(ge=256, le=0xFFFF0000)] = 7700
@@ -221,7 +227,7 @@ class Kernel(Strict):
         return base
 
 
-class Firewall(Strict):
+class FirewallSettings(Strict):
     restrictive: bool = False
     allow_ssh: bool = True
     ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
@@ -246,11 +252,11 @@ class Config(Strict):
     persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
     uplink: Annotated[list[Uplink], Field(min_length=1)]
     lan: list[Lan] = []
-    health: Health = Health()
+    health: HealthSettings = HealthSettings()
     rule: list[Rule] = []
-    kernel: Kernel = Kernel()
-    firewall: Firewall = Firewall()
-    daemon: Daemon = Daemon()
+    kernel: KernelSettings = KernelSettings()
+    firewall: FirewallSettings = FirewallSettings()
+    daemon: DaemonSettings = DaemonSettings()
     forwarding_group: list[ForwardingGroup] = []
     port_forward: list[PortForward] = []
     snippets_dir: str | None = "/etc/nmbalance/nft.d"

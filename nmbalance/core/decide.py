@@ -2,92 +2,72 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Network, collapse_addresses
 
 from nmbalance.config.model import Config, Rule
-from nmbalance.core.facts import AnyNetwork, Facts, GatewaySource, Health, UplinkFacts
-from nmbalance.core.plan import NftPlan, Plan, Route, RoutingRule, UplinkPlan, UplinkStatus
+from nmbalance.core.facts import Facts, GatewaySource, Health, UplinkFacts
+from nmbalance.core.numbering import Layout, assign, layout_of
+from nmbalance.core.plan import (
+    MAIN_TABLE,
+    NftPlan,
+    Plan,
+    Route,
+    RoutingRule,
+    UplinkPlan,
+    UplinkStatus,
+)
 from nmbalance.core.ruleset import (
-    DIGEST_CHAIN_PREFIX,
+    DEFAULT_GROUP,
     Group,
     MarkedUplink,
     PortForwardSpec,
     TableContents,
     TableSpec,
+    ident,
     render_contents,
     render_structure,
+    rule_group,
     sticky_sets,
 )
 from nmbalance.core.slots import SLOTS, allocate
+from nmbalance.inet import AnyNetwork
 
-MAIN_TABLE = 254
-DEFAULT_GROUP = "default"
 # Methods that choose by weights the daemon computes from measurements; until
 # it has them (a one-shot apply never does) they use the configured weights.
 ADAPTIVE = ("overflow", "least-used", "lowest-latency", "fastest-response")
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where uplink i lives in the kernel: its mark, table and rule priorities."""
+class Decision:
+    """One uplink on its own: how it is reached and whether it may take traffic."""
 
-    mask: int
-    table_base: int
-    priority_base: int
-
-    @property
-    def shift(self) -> int:
-        return (self.mask & -self.mask).bit_length() - 1
-
-    def mark(self, index: int) -> int:
-        return (index + 1) << self.shift
-
-    def table(self, index: int) -> int:
-        return self.table_base + index + 1
+    facts: UplinkFacts
+    gateway: str | None
+    gateway_source: str
+    routed: bool  # gets a routing table of its own
+    status: UplinkStatus
+    reason: str
 
     @property
-    def suppress_priority(self) -> int:
-        return self.priority_base
-
-    def fwmark_priority(self, index: int) -> int:
-        return self.priority_base + 1 + index
-
-    def source_priority(self, index: int) -> int:
-        return self.priority_base + 256 + index
+    def interface(self) -> str | None:
+        return self.facts.interface
 
 
-def layout_of(config: Config) -> Layout:
-    k = config.kernel
-    return Layout(k.mark_mask, k.route_table_base, k.rule_priority_base)
-
-
-def idents(names: Sequence[str]) -> dict[str, str]:
-    """nft-safe, unique identifiers for uplink names."""
-    out: dict[str, str] = {}
-    for i, name in enumerate(names):
-        ident = re.sub(r"[^A-Za-z0-9_]", "_", name)
-        if ident in out.values() or not ident[0].isalpha():
-            ident = f"u{i}_{ident}"
-        out[name] = ident
-    return out
-
-
-def _status(
-    facts: UplinkFacts, routed: bool, selected: frozenset[str] | None
-) -> tuple[UplinkStatus, str]:
-    if not facts.present:
-        return UplinkStatus.ABSENT, facts.gateway_reason or "interface not found"
-    if not facts.carrier:
-        return UplinkStatus.DOWN, "no carrier"
+def _status(f: UplinkFacts, routed: bool, selected: frozenset[str] | None,
+            refused: str | None) -> tuple[UplinkStatus, str]:
+    if not f.present:
+        return UplinkStatus.ABSENT, f.gateway_reason or "interface not found"
+    if not f.carrier:
+        return UplinkStatus.DOWN, "no carrier" if f.up else f"{f.interface} is down"
     if not routed:
-        return UplinkStatus.NO_GATEWAY, facts.gateway_reason or "no gateway found"
-    if facts.health == Health.DOWN:
-        return UplinkStatus.DOWN, facts.health_reason or "probes failing"
-    if selected is not None and facts.name not in selected:
+        return UplinkStatus.NO_GATEWAY, f.gateway_reason or "no gateway found"
+    if refused is not None:
+        return UplinkStatus.ERROR, refused
+    if f.health == Health.DOWN:
+        return UplinkStatus.DOWN, f.health_reason or "probes failing"
+    if selected is not None and f.name not in selected:
         return UplinkStatus.LEFT_OUT, "not selected"
     return UplinkStatus.ACTIVE, ""
 
@@ -102,16 +82,22 @@ def _gateway(config_gateway: object, facts: UplinkFacts) -> tuple[str | None, st
     return None, GatewaySource.NONE.value
 
 
-def _fail_open(
-    per: dict[str, tuple[UplinkFacts, str | None, str, bool, UplinkStatus, str]],
-    selected: frozenset[str] | None,
-) -> set[str]:
+def _decide_one(config_gateway: object, f: UplinkFacts, selected: frozenset[str] | None,
+                refused: str | None) -> Decision:
+    gateway, source = _gateway(config_gateway, f)
+    # The kernel takes no route through an interface that is administratively down.
+    routed = f.present and f.up and refused is None and (gateway is not None or f.point_to_point)
+    status, reason = _status(f, routed or refused is not None, selected, refused)
+    return Decision(f, gateway, source, routed, status, reason)
+
+
+def _fail_open(per: Mapping[str, Decision], selected: frozenset[str] | None) -> set[str]:
     """Uplinks that only the probes call down: when all are, the probe targets
     may be what failed, and cutting the whole site off helps nobody."""
     return {
-        name for name, (f, _, _, routed, status, _) in per.items()
-        if status is UplinkStatus.DOWN and f.carrier and routed and f.health is Health.DOWN
-        and (selected is None or name in selected)
+        name for name, d in per.items()
+        if d.status is UplinkStatus.DOWN and d.facts.carrier and d.routed
+        and d.facts.health is Health.DOWN and (selected is None or name in selected)
     }
 
 
@@ -121,14 +107,14 @@ def _group_kind(method: str) -> str:
     return "weights"
 
 
-def _group_weights(
-    method: str, members: Sequence[str], weights: dict[str, int], usable: set[str]
-) -> list[tuple[str, int]]:
+def _group_weights(method: str, members: Sequence[str], weights: Mapping[str, float],
+                   degraded: set[str], usable: set[str]) -> list[tuple[str, float]]:
     live = [(name, weights[name]) for name in members if name in usable]
     if method == "priority":
         if not live:
             return []
-        top = max(live, key=lambda item: item[1])  # first of the highest wins ties
+        # Healthy before degraded, then the highest weight; the first wins ties.
+        top = max(live, key=lambda item: (item[0] not in degraded, item[1]))
         return [(top[0], 1)]
     return live
 
@@ -176,48 +162,61 @@ def _collapse(networks: Iterable[AnyNetwork], version: int) -> tuple[str, ...]:
     return tuple(str(n) for n in collapse_addresses(v6))
 
 
+def _rule_groups(config: Config) -> list[tuple[Rule, str]]:
+    """Each [[rule]] with its group identifier, unique even for repeated names."""
+    seen: dict[str, int] = {}
+    out = []
+    for rule in config.rule:
+        gid = rule_group(rule.name)
+        seen[gid] = seen.get(gid, 0) + 1
+        out.append((rule, gid if seen[gid] == 1 else f"{gid}__{seen[gid]}"))
+    return out
+
+
 def decide(
     config: Config,
     facts: Facts,
     selected: frozenset[str] | None = None,
     snippets: tuple[tuple[str, str], ...] = (),
+    ids: Mapping[str, int] | None = None,
+    refused: Mapping[str, str] | None = None,
 ) -> Plan:
+    """`ids`: the uplinks' previous ids (core.numbering), kept where they still
+    apply; `refused`: uplinks whose routes the kernel refused, with its reason."""
     layout = layout_of(config)
     names = [u.name for u in config.uplink]
-    ident = idents(names)
-    weights = {u.name: u.weight for u in config.uplink}
+    uid = assign(names, ids or {}, layout.capacity)
+    idents = {n: ident(n) for n in names}
+    refused = refused or {}
     warnings: list[str] = []
 
     # 1. Each uplink alone: where it is, how it is reached, whether it may be used.
-    per: dict[str, tuple[UplinkFacts, str | None, str, bool, UplinkStatus, str]] = {}
-    for u in config.uplink:
-        f = facts.uplink(u.name)
-        gateway, source = _gateway(u.gateway, f)
-        routed = f.present and (gateway is not None or f.point_to_point)
-        status, reason = _status(f, routed, selected)
-        per[u.name] = (f, gateway, source, routed, status, reason)
-    usable = {name for name, p in per.items() if p[4].usable}
+    per = {u.name: _decide_one(u.gateway, facts.uplink(u.name), selected, refused.get(u.name))
+           for u in config.uplink}
+    usable = {name for name, d in per.items() if d.status.usable}
     if not usable and config.health.fail_open:
         usable = _fail_open(per, selected)
         if usable:
             warnings.append("every uplink looks down; failing open over those with carrier: "
                             + ", ".join(n for n in names if n in usable))
             for name in usable:
-                per[name] = (*per[name][:4], UplinkStatus.ACTIVE,
-                             "fail-open: " + (per[name][5] or "probes failing"))
+                per[name] = replace(per[name], status=UplinkStatus.ACTIVE,
+                                    reason="fail-open: " + (per[name].reason or "probes failing"))
+    degraded = {name for name in usable if per[name].facts.health is Health.DEGRADED}
+    scale = config.health.degraded_weight_percent / 100
+    weights = {u.name: u.weight * (scale if u.name in degraded else 1.0) for u in config.uplink}
 
     # 2. The groups: the global mode, then each [[rule]] in order.
     groups: list[Group] = [
-        Group(DEFAULT_GROUP, _group_kind(config.mode), tuple(ident[n] for n in names),
+        Group(DEFAULT_GROUP, _group_kind(config.mode), tuple(idents[n] for n in names),
               config.persistence_by, config.persistence_timeout)
     ]
     methods = {DEFAULT_GROUP: config.mode}
     members = {DEFAULT_GROUP: names}
     matches: list[tuple[str, str]] = []
-    for i, rule in enumerate(config.rule):
-        gid = f"r{i}_{re.sub(r'[^A-Za-z0-9_]', '_', rule.name)}"
+    for rule, gid in _rule_groups(config):
         groups.append(Group(
-            gid, _group_kind(rule.method), tuple(ident[n] for n in rule.uplinks),
+            gid, _group_kind(rule.method), tuple(idents[n] for n in rule.uplinks),
             rule.persistence_by or config.persistence_by,
             rule.persistence_timeout or config.persistence_timeout,
             fallback=True,
@@ -235,8 +234,9 @@ def decide(
     for g in groups:
         if g.kind == "enforced":
             continue
-        ranges = allocate(_group_weights(methods[g.ident], members[g.ident], weights, usable))
-        slot_map[g.ident] = [(r.first, r.last, ident[r.name]) for r in ranges]
+        ranges = allocate(_group_weights(methods[g.ident], members[g.ident], weights, degraded,
+                                         usable))
+        slot_map[g.ident] = [(r.first, r.last, idents[r.name]) for r in ranges]
         taking |= {r.name for r in ranges}
         if g.ident == DEFAULT_GROUP:
             share.update({r.name: r.size / SLOTS for r in ranges})
@@ -250,39 +250,43 @@ def decide(
     rules: list[RoutingRule] = [
         RoutingRule(layout.suppress_priority, MAIN_TABLE, suppress_prefixlength=0)
     ]
-    for i, u in enumerate(config.uplink):
-        f, gateway, source, routed, status, reason = per[u.name]
+    for u in config.uplink:
+        d, i = per[u.name], uid[u.name]
+        status, reason = d.status, d.reason
         if status.usable and u.name not in taking:
             status, reason = UplinkStatus.STANDBY, "a preferred uplink is up"
+        if status is UplinkStatus.ACTIVE and u.name in degraded:
+            reason = (f"degraded ({d.facts.health_reason}): "
+                      f"{config.health.degraded_weight_percent}% of its weight")
         table = layout.table(i)
-        iface = f.interface or u.interface
-        if routed:
-            routes.append(Route(table, "0.0.0.0/0", gateway=gateway, interface=iface))
+        iface = d.interface or u.interface
+        if d.routed:
+            routes.append(Route(table, "0.0.0.0/0", gateway=d.gateway, interface=iface))
         elif u.name in enforced_targets:
             routes.append(Route(table, "0.0.0.0/0", kind="unreachable"))
-        if routed or u.name in enforced_targets:
+        if d.routed or u.name in enforced_targets:
             rules.append(RoutingRule(layout.fwmark_priority(i), table,
                                      fwmark=layout.mark(i), fwmask=layout.mask))
-        if routed:
-            for addr in f.addresses:
+        if d.routed:
+            for addr in d.facts.addresses:
                 if addr.version == 4:
                     rules.append(RoutingRule(layout.source_priority(i), table,
                                              src=f"{addr.ip}/32"))
         uplinks.append(UplinkPlan(
-            name=u.name, ident=ident[u.name], mark=layout.mark(i), table=table,
-            interface=iface, gateway=gateway, gateway_source=source, status=status,
-            reason=reason, weight=u.weight, share=share[u.name], routed=routed,
+            name=u.name, ident=idents[u.name], id=i, mark=layout.mark(i), table=table,
+            interface=iface, gateway=d.gateway, gateway_source=d.gateway_source, status=status,
+            reason=reason, weight=u.weight, share=share[u.name], routed=d.routed,
         ))
 
     # 5. The nft table.
-    lan_ifaces = tuple(lan.interface for lan in config.lan)
     spec = TableSpec(
         name=config.kernel.table,
         mask=layout.mask,
-        uplinks=tuple(MarkedUplink(ident[n], layout.mark(i)) for i, n in enumerate(names)),
+        uplinks=tuple(sorted((MarkedUplink(idents[n], layout.mark(uid[n])) for n in names),
+                             key=lambda m: m.mark)),
         groups=tuple(groups),
         matches=tuple(matches),
-        lan_interfaces=lan_ifaces,
+        lan_interfaces=tuple(lan.interface for lan in config.lan),
         restrictive=config.firewall.restrictive,
         allow_ssh=config.firewall.allow_ssh,
         ssh_port=config.firewall.ssh_port,
@@ -292,29 +296,17 @@ def decide(
         ),
         snippets=snippets,
     )
-    contents = _contents(config, facts, per, ident, usable, slot_map, spec)
-    structure = render_structure(spec)
-    digest = hashlib.sha256(structure.encode()).hexdigest()[:16]
-    structure = structure.replace(
-        f"table inet {spec.name} {{\n",
-        f'table inet {spec.name} {{\n  comment "nmbalance {digest}"\n'
-        f"  chain {DIGEST_CHAIN_PREFIX}{digest} {{}}\n", 1,
-    )
-    nft = NftPlan(
-        table=spec.name,
-        digest=digest,
-        structure=structure,
-        contents=render_contents(spec, contents),
-        sticky_sets=sticky_sets(spec),
-    )
+    contents = _contents(config, facts, per, idents, usable, slot_map, spec, layout, uid)
+    digest, structure = render_structure(spec)
     return Plan(
         uplinks=tuple(uplinks),
-        nft=nft,
+        nft=NftPlan(table=spec.name, digest=digest, structure=structure,
+                    contents_text=render_contents(spec, contents), spec=spec, contents=contents),
         routes=tuple(sorted(routes)),
         rules=tuple(sorted(rules)),
         mark_mask=layout.mask,
         route_protocol=config.kernel.route_protocol,
-        live_marks=frozenset(layout.mark(i) for i, n in enumerate(names) if n in usable),
+        live_marks=frozenset(layout.mark(uid[n]) for n in names if n in usable),
         warnings=tuple(warnings),
     )
 
@@ -322,27 +314,28 @@ def decide(
 def _contents(
     config: Config,
     facts: Facts,
-    per: dict[str, tuple[UplinkFacts, str | None, str, bool, UplinkStatus, str]],
-    ident: dict[str, str],
+    per: Mapping[str, Decision],
+    idents: Mapping[str, str],
     usable: set[str],
     slot_map: dict[str, list[tuple[int, int, str]]],
     spec: TableSpec,
+    layout: Layout,
+    uid: Mapping[str, int],
 ) -> TableContents:
-    layout = layout_of(config)
-    present = {u.name: per[u.name][0].interface or u.interface
-               for u in config.uplink if per[u.name][0].present}
+    present = {u.name: per[u.name].interface or u.interface
+               for u in config.uplink if per[u.name].facts.present}
     bypass: list[AnyNetwork] = list(facts.bypass)
     for lan in facts.lans:
         bypass += lan.prefixes
-    for f, *_ in per.values():
-        bypass += [a.network for a in f.addresses]
+    for d in per.values():
+        bypass += [a.network for a in d.facts.addresses]
     dns4: dict[str, str] = {}
     dns6: dict[str, str] = {}
     for u in config.uplink:
-        f, _, _, routed, *_ = per[u.name]
-        if routed:
-            for addr in f.dns or tuple(u.dns):
-                (dns4 if addr.version == 4 else dns6).setdefault(str(addr), ident[u.name])
+        d = per[u.name]
+        if d.routed:
+            for addr in d.facts.dns or tuple(u.dns):
+                (dns4 if addr.version == 4 else dns6).setdefault(str(addr), idents[u.name])
     lan_ifaces = [lan.interface for lan in config.lan]
     uplink_if = {n: i for n, i in present.items() if i}
     if config.forwarding_group:
@@ -359,18 +352,17 @@ def _contents(
                  if n in uplink_if)
         for i, pf in enumerate(config.port_forward)
     }
-    dead = tuple(sorted(
-        name for name, owner in sticky_sets(spec).items()
-        if owner not in {ident[n] for n in usable}
-    ))
+    live_idents = {idents[n] for n in usable}
+    dead = tuple(sorted(name for name, owner in sticky_sets(spec).items()
+                        if owner not in live_idents))
     return TableContents(
-        live=tuple(layout.mark(i) for i, u in enumerate(config.uplink) if u.name in usable),
+        live=tuple(sorted(layout.mark(uid[n]) for n in usable)),
         weights=slot_map,
         bypass4=_collapse(bypass, 4),
         bypass6=_collapse(bypass, 6),
         dns4=dns4,
         dns6=dns6,
-        inbound={i: ident[n] for n, i in uplink_if.items()},
+        inbound={i: idents[n] for n, i in uplink_if.items()},
         masquerade=tuple(uplink_if[u.name] for u in config.uplink
                          if u.masquerade and u.name in uplink_if),
         forward_pairs=tuple(pairs),

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from ipaddress import (
-    IPv4Address,
-    IPv4Interface,
-    IPv4Network,
-    IPv6Address,
-    IPv6Interface,
-    IPv6Network,
-)
 
-AnyAddress = IPv4Address | IPv6Address
-AnyInterface = IPv4Interface | IPv6Interface
-AnyNetwork = IPv4Network | IPv6Network
+from nmbalance.inet import AnyAddress, AnyInterface, AnyNetwork
 
 
 class Health(StrEnum):
@@ -39,7 +29,8 @@ class UplinkFacts:
     name: str
     interface: str | None = None
     present: bool = False
-    carrier: bool = False
+    up: bool = True  # administratively (IFF_UP); when not, the kernel takes no routes via it
+    carrier: bool = False  # up and the lower layer too (IFF_LOWER_UP)
     point_to_point: bool = False
     addresses: tuple[AnyInterface, ...] = ()
     gateway: AnyAddress | None = None

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
+
+from nmbalance.core.ruleset import TableContents, TableSpec, sticky_sets
+
+MAIN_TABLE = 254
 
 
 class UplinkStatus(StrEnum):
@@ -13,6 +17,7 @@ class UplinkStatus(StrEnum):
     DOWN = "down"
     NO_GATEWAY = "no-gateway"
     ABSENT = "absent"  # its interface is not there
+    ERROR = "error"  # the kernel refused its routes; retried with backoff
 
     @property
     def usable(self) -> bool:
@@ -23,6 +28,7 @@ class UplinkStatus(StrEnum):
 class UplinkPlan:
     name: str
     ident: str  # nft-safe identifier for chain and set names
+    id: int  # by name (core.numbering); mark, table and rule priorities follow from it
     mark: int
     table: int
     interface: str | None
@@ -65,7 +71,7 @@ class RoutingRule:
         sel = "from all" if self.src is None else f"from {self.src}"
         if self.fwmark is not None:
             sel += f" fwmark {self.fwmark:#x}/{self.fwmask or 0xFFFFFFFF:#x}"
-        table = "main" if self.table == 254 else str(self.table)
+        table = "main" if self.table == MAIN_TABLE else str(self.table)
         suppress = (
             f" suppress_prefixlength {self.suppress_prefixlength}"
             if self.suppress_prefixlength is not None
@@ -78,12 +84,18 @@ class RoutingRule:
 class NftPlan:
     table: str
     digest: str  # of the structure: equal digests mean only contents differ
-    structure: str  # the whole table, sets and maps empty
-    contents: str  # flush + add element commands for everything health or discovery changes
-    sticky_sets: dict[str, str] = field(default_factory=dict)  # set name -> uplink name
+    structure: str  # the whole table, sets and maps empty (rendered from spec)
+    contents_text: str  # flush + add element commands that fill it (rendered from contents)
+    spec: TableSpec
+    contents: TableContents  # what health and discovery change, as data
+
+    @property
+    def sticky_sets(self) -> dict[str, str]:
+        """Sticky set name -> the ident of the uplink its members are pinned to."""
+        return sticky_sets(self.spec)
 
     def full_transaction(self) -> str:
-        return self.structure + self.contents
+        return self.structure + self.contents_text
 
 
 @dataclass(frozen=True)

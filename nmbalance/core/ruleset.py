@@ -13,6 +13,8 @@ mark, so every uplink has tiny chains that set its constant bits
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +23,24 @@ from nmbalance.core.slots import SLOTS
 # An empty chain whose name carries the structure's digest: nft 1.0.6 leaves
 # table comments out of its JSON output, but always lists chain names.
 DIGEST_CHAIN_PREFIX = "structure_"
+DEFAULT_GROUP = "default"
+
+
+def ident(name: str) -> str:
+    """An nft-safe identifier for an uplink or rule name, one-to-one: letters and
+    digits stay, anything else becomes _XX (its hex code). So no identifier
+    ever holds "__" or ends in "_", and "__" can join two of them unambiguously."""
+    return re.sub(r"[^A-Za-z0-9]", lambda m: f"_{ord(m.group()):02x}", name)
+
+
+def rule_group(name: str) -> str:
+    """The group identifier of a [[rule]]: by its name, so a reorder keeps its sets."""
+    return "R" + ident(name)
+
+
+def restore_chain(uplink: str) -> str:
+    """The chain the restore map sends an uplink's flows to (uplink: its ident)."""
+    return f"rs_{uplink}"
 
 STICKY_KEYS = {
     "source": ("ip saddr", "ip6 saddr"),
@@ -88,7 +108,7 @@ class TableContents:
 
 
 def sticky_set(group: str, uplink: str, family: int) -> str:
-    return f"st{family}_{group}_{uplink}"
+    return f"st{family}_{group}__{uplink}"
 
 
 def sticky_sets(spec: TableSpec) -> dict[str, str]:
@@ -102,6 +122,15 @@ def sticky_sets(spec: TableSpec) -> dict[str, str]:
     }
 
 
+def learn_chain(group: str, uplink: str) -> str:
+    return f"learn_{group}__{uplink}"
+
+
+def pick_target(group: Group, uplink: str) -> str:
+    """The chain a group's weight map sends a new connection to for `uplink`."""
+    return learn_chain(group.ident, uplink) if group.kind == "persistence" else f"up_{uplink}"
+
+
 def _set_bits(mark: int, mask: int, what: str) -> str:
     keep = ~mask & 0xFFFFFFFF
     return f"{what} set {what} and {keep:#010x} or {mark:#010x}"
@@ -111,9 +140,22 @@ def _quoted(names: Iterable[str]) -> str:
     return ", ".join(f'"{n}"' for n in names)
 
 
-def render_structure(spec: TableSpec) -> str:
+def render_structure(spec: TableSpec) -> tuple[str, str]:
+    """The whole table with empty sets and maps, replacing any old one in the
+    same transaction; and its digest, which the table carries by name."""
+    body = _table_body(spec)
+    for name, snippet in spec.snippets:
+        body += f"# snippet {name}\n{snippet.rstrip()}\n"
+    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
     t = spec.name
-    out: list[str] = [f"table inet {t} {{}}", f"delete table inet {t}", f"table inet {t} {{"]
+    head = (f"table inet {t} {{}}\ndelete table inet {t}\ntable inet {t} {{\n"
+            f'  comment "nmbalance {digest}"\n  chain {DIGEST_CHAIN_PREFIX}{digest} {{}}\n')
+    return digest, head + body
+
+
+def _table_body(spec: TableSpec) -> str:
+    """Everything inside `table inet NAME { ... }` after its header, and the closing brace."""
+    out: list[str] = []
     add = out.append
     add("  set live { type mark; }")
     add("  set bypass4 { type ipv4_addr; flags interval; auto-merge; }")
@@ -122,7 +164,7 @@ def render_structure(spec: TableSpec) -> str:
     add("  map dns4 { type ipv4_addr : verdict; }")
     add("  map dns6 { type ipv6_addr : verdict; }")
     add("  map inbound { type ifname : verdict; }")
-    restore = ", ".join(f"{u.mark:#x} : goto rs_{u.ident}" for u in spec.uplinks)
+    restore = ", ".join(f"{u.mark:#x} : goto {restore_chain(u.ident)}" for u in spec.uplinks)
     add(f"  map restore {{ typeof ct mark : verdict; elements = {{ {restore} }} }}")
     for g in spec.groups:
         if g.kind != "enforced":
@@ -140,7 +182,7 @@ def render_structure(spec: TableSpec) -> str:
         add(f"    {_set_bits(up.mark, spec.mask, 'meta mark')}")
         add(f"    {_set_bits(up.mark, spec.mask, 'ct mark')}")
         add("  }")
-        add(f"  chain rs_{up.ident} {{ {_set_bits(up.mark, spec.mask, 'meta mark')}; }}")
+        add(f"  chain {restore_chain(up.ident)} {{ {_set_bits(up.mark, spec.mask, 'meta mark')}; }}")
     for g in spec.groups:
         out.extend(_group_chains(g))
     add("  chain classify {")
@@ -181,10 +223,7 @@ def render_structure(spec: TableSpec) -> str:
     if spec.restrictive:
         out.extend(_firewall_chains(spec))
     add("}")
-    text = "\n".join(out) + "\n"
-    for name, snippet in spec.snippets:
-        text += f"# snippet {name}\n{snippet.rstrip()}\n"
-    return text
+    return "\n".join(out) + "\n"
 
 
 def _group_chains(g: Group) -> list[str]:
@@ -204,7 +243,7 @@ def _group_chains(g: Group) -> list[str]:
     if g.kind == "persistence":
         v4, v6 = STICKY_KEYS[g.persistence_by]
         for u in g.uplinks:
-            out.append(f"  chain learn_{g.ident}_{u} {{")
+            out.append(f"  chain {learn_chain(g.ident, u)} {{")
             out.append(f"    update @{sticky_set(g.ident, u, 4)} {{ {v4} }}")
             out.append(f"    update @{sticky_set(g.ident, u, 6)} {{ {v6} }}")
             out.append(f"    goto up_{u}")
@@ -275,9 +314,8 @@ def render_contents(spec: TableSpec, contents: TableContents) -> str:
     for g in spec.groups:
         if g.kind == "enforced":
             continue
-        target = "learn_" + g.ident + "_" if g.kind == "persistence" else "up_"
         items = [
-            (f"{lo}-{hi}" if lo != hi else str(lo)) + f" : goto {target}{u}"
+            (f"{lo}-{hi}" if lo != hi else str(lo)) + f" : goto {pick_target(g, u)}"
             for lo, hi, u in contents.weights.get(g.ident, ())
         ]
         fill("map", f"w_{g.ident}", items)

@@ -23,7 +23,7 @@ class SlotRange:
         return self.last - self.first + 1
 
 
-def allocate(weights: Sequence[tuple[str, int]], slots: int = SLOTS) -> list[SlotRange]:
+def allocate(weights: Sequence[tuple[str, float]], slots: int = SLOTS) -> list[SlotRange]:
     """Split `slots` over the names in proportion to their (non-negative) weights."""
     live = [(name, weight) for name, weight in weights if weight > 0]
     total = sum(weight for _, weight in live)

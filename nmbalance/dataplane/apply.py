@@ -1,21 +1,56 @@
-"""Apply a Plan: routing first (so a new table exists before marks point at
-it), then the nft table in one transaction (contents only when the structure
-is unchanged), then conntrack of uplinks that left rotation; read back."""
+"""Apply a Plan, make before break:
+
+    1. routes added or replaced, rules added (every mark the new table may set
+       has its table and rule before the table sets it);
+    2. the nft table in one transaction (contents only when the structure is
+       unchanged), read back;
+    3. conntrack entries of uplinks that left rotation dropped;
+    4. rules, then routes, that the plan no longer has removed; read back.
+
+A kill between any two steps leaves every marked flow with a route, and the
+next apply reconciles exactly. An uplink whose routes the kernel refuses
+stops the apply before step 2 (RoutesRefused): the caller takes that uplink
+out of the plan and applies again, so it never takes new connections while
+its route is missing, and the others go on.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pyroute2 import IPRoute
+
+from nmbalance.core.numbering import Layout, ids_in_kernel
 from nmbalance.core.plan import Plan
 from nmbalance.dataplane import conntrack, routing
-from nmbalance.dataplane.nft import NftTable, TableState
+from nmbalance.dataplane.nft import NftTable, TableState, planned_names
 from nmbalance.errors import ApplyError
+
+
+class RoutesRefused(ApplyError):
+    """The kernel refused some routes or rules; `refused`: routing table -> why.
+    Nothing of the nft table was changed."""
+
+    def __init__(self, refused: Mapping[int, str]) -> None:
+        super().__init__("; ".join(refused.values()))
+        self.refused = dict(refused)
+
+
+def refused_uplinks(plan: Plan, exc: RoutesRefused) -> dict[str, str]:
+    """The uplinks whose routes `exc` says were refused, with the kernel's reason.
+    Raises ApplyError when a refusal is no uplink's (the rule every plan needs)."""
+    tables = {u.table: u.name for u in plan.uplinks}
+    stray = [why for table, why in exc.refused.items() if table not in tables]
+    if stray:
+        raise ApplyError("; ".join(stray))
+    return {tables[table]: why for table, why in exc.refused.items()}
 
 
 @dataclass(frozen=True)
 class ApplyReport:
-    nft_mode: str  # "full" or "contents"
+    nft_mode: str  # "full", "contents" or "" (unchanged)
     routing: routing.RoutingChanges
     conntrack_flushed: frozenset[int]  # marks whose entries were dropped
     left_rotation: frozenset[int]
@@ -43,38 +78,74 @@ def restore_sticky(before: TableState | None, plan: Plan) -> str:
 class Applier:
     """Applies plans, remembering what it applied so the next apply does only
     what differs: a health change is one nft transaction with no routing
-    dump. A fresh Applier (the one-shot CLI) reads everything from the kernel."""
+    dump. A fresh Applier (the one-shot CLI) reads everything from the kernel.
+    `ipr` is the caller's netlink socket (strict_check, so dumps filter by
+    protocol in the kernel)."""
 
-    def __init__(self, flush_conntrack: bool = True) -> None:
+    def __init__(self, ipr: IPRoute, flush_conntrack: bool = True) -> None:
+        self.ipr = ipr
         self.flush_conntrack = flush_conntrack
         self._digest: str | None = None
         self._live: frozenset[int] | None = None
         self._routing: tuple[frozenset[object], frozenset[object]] | None = None
+        self._full_next = False
+        self._contents = ""
         # Held open: a new libnftables context refills its cache on first use,
         # and a new conntrack socket costs ~10 ms.
         self._tables: dict[str, NftTable] = {}
         self._conntrack = conntrack.ConntrackCleaner()
 
+    def table(self, name: str) -> NftTable:
+        if name not in self._tables:
+            self._tables[name] = NftTable(name)
+        return self._tables[name]
+
     def apply(self, plan: Plan) -> ApplyReport:
         started = time.perf_counter()
-        table = self._tables.get(plan.nft.table)
-        if table is None:
-            table = self._tables[plan.nft.table] = NftTable(plan.nft.table)
-        routing_now = (frozenset(plan.routes), frozenset(plan.rules))
-        changes = routing.RoutingChanges()
-        if routing_now != self._routing:
-            changes = routing.reconcile(plan.routes, plan.rules, plan.route_protocol)
-            self._routing = routing_now
-        if self._digest == plan.nft.digest and self._live is not None:
+        proto = plan.route_protocol
+        want = (frozenset(plan.routes), frozenset(plan.rules))
+        d = routing.RoutingDiff()
+        if want != self._routing:
+            d = routing.diff(routing.owned_routes(self.ipr, proto),
+                             routing.owned_rules(self.ipr, proto), plan.routes, plan.rules)
+            self._routing = None  # until the whole apply went through
+        made = routing.make(self.ipr, d, proto)
+        if made.failed:
+            refused: dict[int, str] = {}
+            for table, why in made.failed:
+                refused.setdefault(table, why)
+            raise RoutesRefused(refused)
+        mode, before_live = self._apply_nft(plan)
+        placed = time.perf_counter()
+        left = frozenset(before_live - plan.live_marks) & plan.dead_marks
+        dropped = (self._conntrack.drop_marked(left, plan.mark_mask) if self.flush_conntrack
+                   else frozenset())
+        cleaned = time.perf_counter()
+        broken = routing.brk(self.ipr, d, proto)
+        if broken.failed:
+            raise ApplyError("; ".join(why for _, why in broken.failed))
+        if not d.empty and (routing.owned_routes(self.ipr, proto) != want[0]
+                            or routing.owned_rules(self.ipr, proto) != want[1]):
+            raise ApplyError("routes or rules differ from the plan after reconcile")
+        self._routing = want
+        return ApplyReport(mode, made + broken, dropped, left, (placed - started) * 1000,
+                           (cleaned - placed) * 1000)
+
+    def _apply_nft(self, plan: Plan) -> tuple[str, frozenset[int]]:
+        """The table in one transaction; what the live set held before."""
+        table = self.table(plan.nft.table)
+        if not self._full_next and self._digest == plan.nft.digest and self._live is not None:
             before_live = self._live
-            table.run(plan.nft.contents)
+            if self._live == plan.live_marks and self._contents == plan.nft.contents_text:
+                return "", before_live
+            table.run(plan.nft.contents_text)
             mode = "contents"
             after_live = table.read_live()
         else:
             before = table.read()
             before_live = before.live if before is not None else frozenset()
-            if before is not None and before.digest == plan.nft.digest:
-                table.run(plan.nft.contents)
+            if not self._full_next and before is not None and before.digest == plan.nft.digest:
+                table.run(plan.nft.contents_text)
                 mode = "contents"
             else:
                 table.run(plan.nft.full_transaction() + restore_sticky(before, plan))
@@ -84,41 +155,53 @@ class Applier:
                 self._digest = None
                 raise ApplyError("the nft table differs from the plan after apply")
             after_live = after.live
+            self._full_next = False
         if after_live != plan.live_marks:
             self._digest = None
             raise ApplyError("the nft table's live uplinks differ from the plan after apply")
-        self._digest, self._live = plan.nft.digest, after_live
-        left = frozenset(before_live - plan.live_marks) & plan.dead_marks
-        placed = time.perf_counter()
-        dropped = (self._conntrack.drop_marked(left, plan.mark_mask) if self.flush_conntrack
-                   else frozenset())
-        if changes.failed:
-            # The table and the other routes are in place; try these again next time.
-            self._routing = None
-            raise ApplyError("; ".join(changes.failed))
-        return ApplyReport(mode, changes, dropped, left, (placed - started) * 1000,
-                           (time.perf_counter() - placed) * 1000)
+        self._digest, self._live, self._contents = plan.nft.digest, after_live, plan.nft.contents_text
+        return mode, before_live
+
+    def drift(self, plan: Plan) -> list[str]:
+        """How what we own in the kernel differs from `plan`, one phrase per difference."""
+        out = []
+        name = plan.nft.table
+        state = self.table(name).read()
+        if state is None:
+            out.append(f"table inet {name} is gone")
+        elif state.digest != plan.nft.digest:
+            out.append(f"table inet {name} holds another ruleset")
+        else:
+            chains, sets = planned_names(plan.nft.structure, name)
+            missing = sorted((chains - state.chains) | (sets - set(state.sets)))
+            if missing:
+                out.append(f"table inet {name} lacks {', '.join(missing[:4])}"
+                           f"{', ...' if len(missing) > 4 else ''}")
+            if state.live != plan.live_marks:
+                out.append(f"table inet {name}'s live set changed")
+        out += routing.drift(self.ipr, plan.routes, plan.rules, plan.route_protocol)
+        return out
+
+    def kernel_ids(self, table: str, chains: Mapping[str, str], layout: Layout) -> dict[str, int]:
+        """The uplink ids our table in the kernel holds (`chains`: restore chain -> name)."""
+        state = self.table(table).read()
+        return ids_in_kernel(state.restore, chains, layout) if state is not None else {}
 
     def close(self) -> None:
         self._conntrack.close()
 
-    def forget(self) -> None:
-        """Distrust the memory (after an error, or when someone else may have changed things)."""
+    def forget(self, full: bool = False) -> None:
+        """Distrust the memory (after an error, or when someone else changed things);
+        `full`: replace the whole table at the next apply, whatever it looks like."""
         self._digest = self._live = None
         self._routing = None
+        self._contents = ""
+        self._full_next = self._full_next or full
 
 
-def apply_plan(plan: Plan, *, flush_conntrack: bool = True) -> ApplyReport:
-    """One-shot apply: read the kernel, change what differs, read back."""
-    applier = Applier(flush_conntrack)
-    try:
-        return applier.apply(plan)
-    finally:
-        applier.close()
-
-
-def flush(table_name: str, route_protocol: int) -> tuple[bool, routing.RoutingChanges]:
+def flush(ipr: IPRoute, table_name: str, route_protocol: int
+          ) -> tuple[bool, routing.RoutingChanges]:
     """Remove everything we installed: our table, our routes, our rules."""
     removed_table = NftTable(table_name).delete()
-    changes = routing.reconcile((), (), route_protocol)
+    changes = routing.reconcile(ipr, (), (), route_protocol)
     return removed_table, changes

@@ -27,6 +27,9 @@ class TableState:
     sets: dict[str, list[Any]] = field(default_factory=dict)  # set/map name -> raw elements
     sticky: dict[str, list[StickyEntry]] = field(default_factory=dict)
     chains: frozenset[str] = frozenset()
+    restore: dict[int, str] = field(default_factory=dict)  # mark -> the chain it restores by
+    # weight map name -> (first slot, last slot, the chain those slots go to)
+    weights: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
 
 
 def _element_text(value: Any) -> str:
@@ -38,6 +41,48 @@ def _element_text(value: Any) -> str:
         lo, hi = value["range"]
         return f"{_element_text(lo)}-{_element_text(hi)}"
     return str(value)
+
+
+def _verdicts(elems: list[Any], ranges: bool = False) -> list[tuple[Any, str]]:
+    """The (key, goto target) pairs of a verdict map's JSON elements; with `ranges`,
+    each key as (first, last)."""
+    out: list[tuple[Any, str]] = []
+    for elem in elems:
+        if not (isinstance(elem, list) and len(elem) == 2 and isinstance(elem[1], dict)):
+            continue
+        key, goto = elem[0], elem[1].get("goto")
+        if not (isinstance(goto, dict) and "target" in goto):
+            continue
+        if ranges:
+            if isinstance(key, dict) and isinstance(key.get("range"), list):
+                key = tuple(key["range"])
+            elif isinstance(key, int):
+                key = (key, key)
+            if not (isinstance(key, tuple) and len(key) == 2
+                    and all(isinstance(k, int) for k in key)):
+                continue
+        elif not isinstance(key, int):
+            continue
+        out.append((key, str(goto["target"])))
+    return out
+
+
+def planned_names(structure: str, table: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The chains and the sets/maps a rendered structure declares in `table`."""
+    chains, sets = set(), set()
+    inside = False
+    for line in structure.splitlines():
+        if line == f"table inet {table} {{":
+            inside = True
+        elif line == "}":
+            inside = False
+        elif inside:
+            words = line.split()
+            if len(words) >= 2 and words[0] == "chain":
+                chains.add(words[1])
+            elif len(words) >= 2 and words[0] in ("set", "map"):
+                sets.add(words[1])
+    return frozenset(chains), frozenset(sets)
 
 
 class NftTable:
@@ -73,6 +118,11 @@ class NftTable:
                 state.sets[body["name"]] = elems
                 if body["name"] == "live":
                     state.live = frozenset(int(e) for e in elems)
+                elif body["name"] == "restore":
+                    state.restore = dict(_verdicts(elems))
+                elif body["name"].startswith("w_"):
+                    state.weights[body["name"]] = [
+                        (lo, hi, chain) for (lo, hi), chain in _verdicts(elems, ranges=True)]
                 elif body["name"].startswith("st") and "timeout" in body.get("flags", []):
                     state.sticky[body["name"]] = [
                         StickyEntry(_element_text(e["elem"]["val"]), int(e["elem"].get("expires", 0)))

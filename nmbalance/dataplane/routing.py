@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +29,58 @@ KIND = {RTN_UNICAST: "unicast", RTN_UNREACHABLE: "unreachable"}
 class RoutingChanges:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
-    # What the kernel refused (a gateway no longer on-link, say); everything else
-    # was still done, so one uplink's trouble never holds up the others.
-    failed: tuple[str, ...] = ()
+    # What the kernel refused, by routing table (a gateway not on-link, say);
+    # everything else was still done, so one uplink's trouble never holds up
+    # the others.
+    failed: tuple[tuple[int, str], ...] = ()
+
+    def __add__(self, other: RoutingChanges) -> RoutingChanges:
+        return RoutingChanges(self.added + other.added, self.removed + other.removed,
+                              self.failed + other.failed)
+
+
+@dataclass(frozen=True)
+class RoutingDiff:
+    """What turns the kernel's routes and rules (ours) into the plan's.
+
+    Applied in two halves, make before break: `make` adds and replaces, so
+    every uplink the new nft table may mark for already has its table and
+    rules; `brk` removes what no plan uses any more, after the nft table
+    stopped marking for it. A kill between any two steps leaves every mark
+    with somewhere to go."""
+
+    add_routes: tuple[Route, ...] = ()
+    replace_routes: tuple[tuple[Route, Route], ...] = ()  # (ours now, the plan's)
+    add_rules: tuple[RoutingRule, ...] = ()
+    del_rules: tuple[RoutingRule, ...] = ()
+    del_routes: tuple[Route, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.add_routes or self.replace_routes or self.add_rules
+                    or self.del_rules or self.del_routes)
+
+
+def diff(have_routes: Iterable[Route], have_rules: Iterable[RoutingRule],
+         want_routes: Iterable[Route], want_rules: Iterable[RoutingRule]) -> RoutingDiff:
+    have_r, want_r = set(have_routes), set(want_routes)
+    have_p, want_p = set(have_rules), set(want_rules)
+    # One route per (family, table, prefix): a new gateway replaces ours in
+    # place, atomically, where adding first would collide with it.
+    ours = {(r.family, r.table, r.dst): r for r in have_r}
+    adds, replaces = [], []
+    for route in sorted(want_r - have_r):
+        old = ours.get((route.family, route.table, route.dst))
+        if old is None:
+            adds.append(route)
+        else:
+            replaces.append((old, route))
+    replaced = {old for old, _ in replaces}
+    return RoutingDiff(
+        add_routes=tuple(adds), replace_routes=tuple(replaces),
+        add_rules=tuple(sorted(want_p - have_p)), del_rules=tuple(sorted(have_p - want_p)),
+        del_routes=tuple(sorted(have_r - want_r - replaced)),
+    )
 
 
 def _ifname(index: int | None) -> str | None:
@@ -117,60 +166,70 @@ def _rule_args(rule: RoutingRule, proto: int) -> dict[str, Any]:
     return args
 
 
-def reconcile(routes: Iterable[Route], rules: Iterable[RoutingRule], proto: int) -> RoutingChanges:
-    """Make our routes and rules exactly the given ones; add before removing."""
-    want_routes, want_rules = set(routes), set(rules)
-    added: list[str] = []
-    removed: list[str] = []
-    failed: list[str] = []
-    refused: set[object] = set()
+def _attempt(method: Any, command: str, args: dict[str, Any], what: str,
+             table: int) -> RoutingChanges:
+    try:
+        _call(method, command, args, what)
+    except ApplyError as exc:
+        return RoutingChanges(failed=((table, str(exc)),))
+    if command == "del":
+        return RoutingChanges(removed=(what,))
+    return RoutingChanges(added=(what,))
 
-    def attempt(entry: object, method: Any, command: str, args: dict[str, Any], what: str) -> bool:
-        try:
-            _call(method, command, args, what)
-        except ApplyError as exc:
-            failed.append(str(exc))
-            refused.add(entry)
-            return False
-        return True
 
-    with IPRoute(strict_check=True) as ipr:
-        have_routes = owned_routes(ipr, proto)
-        have_rules = owned_rules(ipr, proto)
-        # One route per (family, table, prefix): a new gateway replaces ours in
-        # place, atomically, where adding first would collide with it.
-        ours = {(r.family, r.table, r.dst): r for r in have_routes}
-        replaced: set[Route] = set()
-        for route in sorted(want_routes - have_routes):
-            old = ours.get((route.family, route.table, route.dst))
-            command = "add" if old is None else "replace"
-            if not attempt(route, ipr.route, command, _route_args(route, proto),
-                           f"route {route.describe()}"):
-                continue
-            added.append(f"route {route.describe()}")
-            if old is not None:
-                replaced.add(old)
-                removed.append(f"route {old.describe()}")
-        for rule in sorted(want_rules - have_rules):
-            if attempt(rule, ipr.rule, "add", _rule_args(rule, proto), f"rule {rule.describe()}"):
-                added.append(f"rule {rule.describe()}")
-        for rule in sorted(have_rules - want_rules):
-            if attempt(rule, ipr.rule, "del", _rule_args(rule, proto), f"rule {rule.describe()}"):
-                removed.append(f"rule {rule.describe()}")
-        for route in sorted(have_routes - want_routes - replaced):
-            args = _route_args(route, proto) if route.interface else {
-                "family": FAMILY[route.family], "dst": route.dst, "table": route.table,
-                "proto": proto, **({"type": route.kind} if route.kind != "unicast" else {}),
-            }
-            if attempt(route, ipr.route, "del", args, f"route {route.describe()}"):
-                removed.append(f"route {route.describe()}")
-        # Read back what we changed: the kernel must now hold exactly the plan.
-        # (With no change, the dump above already was that read-back.)
-        if (added or removed) and not refused and (
-            owned_routes(ipr, proto) != want_routes or owned_rules(ipr, proto) != want_rules
-        ):
-            raise ApplyError("routes or rules differ from the plan after reconcile")
-    return RoutingChanges(tuple(added), tuple(removed), tuple(failed))
+def make(ipr: IPRoute, d: RoutingDiff, proto: int) -> RoutingChanges:
+    """The first half: routes added and replaced, then rules added."""
+    done = RoutingChanges()
+    for route in d.add_routes:
+        done += _attempt(ipr.route, "add", _route_args(route, proto), f"route {route.describe()}",
+                         route.table)
+    for old, route in d.replace_routes:
+        step = _attempt(ipr.route, "replace", _route_args(route, proto),
+                        f"route {route.describe()}", route.table)
+        if not step.failed:
+            step += RoutingChanges(removed=(f"route {old.describe()}",))
+        done += step
+    for rule in d.add_rules:
+        done += _attempt(ipr.rule, "add", _rule_args(rule, proto), f"rule {rule.describe()}",
+                         rule.table)
+    return done
+
+
+def brk(ipr: IPRoute, d: RoutingDiff, proto: int) -> RoutingChanges:
+    """The second half: rules removed, then routes."""
+    done = RoutingChanges()
+    for rule in d.del_rules:
+        done += _attempt(ipr.rule, "del", _rule_args(rule, proto), f"rule {rule.describe()}",
+                         rule.table)
+    for route in d.del_routes:
+        args = _route_args(route, proto) if route.interface else {
+            "family": FAMILY[route.family], "dst": route.dst, "table": route.table,
+            "proto": proto, **({"type": route.kind} if route.kind != "unicast" else {}),
+        }
+        done += _attempt(ipr.route, "del", args, f"route {route.describe()}", route.table)
+    return done
+
+
+def drift(ipr: IPRoute, routes: Iterable[Route], rules: Iterable[RoutingRule], proto: int
+          ) -> list[str]:
+    """How our routes and rules in the kernel differ from `routes` and `rules`."""
+    d = diff(owned_routes(ipr, proto), owned_rules(ipr, proto), routes, rules)
+    groups: list[tuple[str, Sequence[Route | RoutingRule]]] = [
+        ("missing route", [*d.add_routes, *(new for _, new in d.replace_routes)]),
+        ("missing rule", d.add_rules),
+        ("unplanned rule of ours", d.del_rules),
+        ("unplanned route of ours", d.del_routes),
+    ]
+    return [f"{len(items)} {what}{'s' if len(items) > 1 else ''} "
+            f"({'; '.join(i.describe() for i in items[:3])}{'; ...' if len(items) > 3 else ''})"
+            for what, items in groups if items]
+
+
+def reconcile(ipr: IPRoute, routes: Iterable[Route], rules: Iterable[RoutingRule], proto: int
+              ) -> RoutingChanges:
+    """Make our routes and rules exactly the given ones, in one go (flush and tests)."""
+    d = diff(owned_routes(ipr, proto), owned_rules(ipr, proto), routes, rules)
+    return make(ipr, d, proto) + brk(ipr, d, proto)
 
 
 def _call(method: Any, command: str, args: dict[str, Any], what: str) -> None:

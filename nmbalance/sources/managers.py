@@ -3,7 +3,8 @@ switching when one appears or leaves; none means netlink alone.
 
 Matches are added before anything is read, so no signal falls in between.
 What a manager said last is kept while it is gone (a restart must not take
-uplinks out of rotation) and replaced by a fresh read when it is back.
+uplinks out of rotation) and while the bus itself is gone (a dbus-daemon
+restart must not either), and replaced by a fresh read when both are back.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ class Source(Protocol):
 
 
 class ManagerWatch:
-    def __init__(self, bus: MessageBus, on_change: Callable[[], None],
-                 sources: list[Source] | None = None) -> None:
-        self.bus = bus
+    """Outlives the bus: attach() it to each new connection, detach() when one is lost."""
+
+    def __init__(self, on_change: Callable[[], None],
+                 sources: Callable[[MessageBus], list[Source]] | None = None) -> None:
         self.on_change = on_change
-        self.sources: list[Source] = sources if sources is not None else [
-            NetworkManagerSource(bus), NetworkdSource(bus)]
+        self._make_sources = sources or (lambda bus: [NetworkManagerSource(bus),
+                                                      NetworkdSource(bus)])
+        self.bus: MessageBus | None = None
+        self.sources: list[Source] = []
         self.present: dict[str, bool] = {}
         self.links: dict[str, ManagedLink] = {}
         self._stale = True
@@ -47,16 +51,25 @@ class ManagerWatch:
     def following(self) -> list[str]:
         return [s.manager.value for s in self.sources if self.present.get(s.name)]
 
-    async def start(self) -> None:
-        self.bus.add_message_handler(self._on_message)
+    async def attach(self, bus: MessageBus) -> None:
+        """Subscribe on `bus`, then read who is there; what they say is read at the
+        next current(), so nothing is lost between subscribing and reading."""
+        self.bus, self.sources = bus, self._make_sources(bus)
+        bus.add_message_handler(self._on_message)
         for source in self.sources:
-            await add_match(self.bus, f"type='signal',sender='{DBUS}',interface='{DBUS}',"
-                                      f"member='NameOwnerChanged',arg0='{source.name}'")
+            await add_match(bus, f"type='signal',sender='{DBUS}',interface='{DBUS}',"
+                                 f"member='NameOwnerChanged',arg0='{source.name}'")
             for rule in source.matches:
-                await add_match(self.bus, rule)
+                await add_match(bus, rule)
         for source in self.sources:
-            self.present[source.name] = await name_has_owner(self.bus, source.name)
+            self.present[source.name] = await name_has_owner(bus, source.name)
+        self._stale = True
         log.info("following %s", ", ".join(self.following) or "the kernel alone (no network manager)")
+
+    def detach(self) -> None:
+        """The bus is gone: keep every manager's last word until it can be asked again."""
+        self.bus, self.sources = None, []
+        self.present = {}
 
     def _on_message(self, msg: Message) -> None:
         if msg.message_type != MessageType.SIGNAL:
@@ -83,8 +96,9 @@ class ManagerWatch:
         self.on_change()
 
     async def current(self) -> dict[str, ManagedLink]:
-        """What the managers say now; read again only after a signal said it changed."""
-        if not self._stale:
+        """What the managers say now; read again only after a signal said it changed.
+        Without a bus, what they said last."""
+        if not self._stale or self.bus is None:
             return self.links
         self._stale = False
         links = dict(self.links)

@@ -17,7 +17,9 @@ from typing import Any
 
 from nmbalance.bus.client import BusCallError, call
 from nmbalance.bus.compat import Message, MessageBus
-from nmbalance.core.facts import AnyAddress, GatewaySource, ManagedLink
+from nmbalance.core.facts import GatewaySource, ManagedLink
+from nmbalance.core.plan import MAIN_TABLE
+from nmbalance.inet import AnyAddress
 from nmbalance.sources import validate
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,6 @@ NAME = "org.freedesktop.network1"
 PATH = "/org/freedesktop/network1"
 MANAGER = f"{NAME}.Manager"
 LEASES = Path("/run/systemd/netif/leases")
-MAIN_TABLE = 254
 
 
 def default_gateway(description: dict[str, Any]) -> AnyAddress | None:

@@ -15,7 +15,8 @@ from typing import Any
 
 from nmbalance.bus.client import BusCallError, call, get_all
 from nmbalance.bus.compat import Message, MessageBus
-from nmbalance.core.facts import AnyAddress, GatewaySource, ManagedLink
+from nmbalance.core.facts import GatewaySource, ManagedLink
+from nmbalance.inet import AnyAddress
 from nmbalance.sources import validate
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,14 @@
-"""ICMP echo probes sent through one uplink.
+"""ICMP echo probes sent through one uplink, in rounds on a schedule.
 
 A probe is bound to the uplink's own address, so the uplink's source rule
 routes it by the uplink's own table, and the output chain leaves ICMP
 unmarked. icmplib's synchronous socket API is the one both 2.1 (Debian 13)
 and 3.0 offer, so each echo runs in a worker thread of our own pool, sized
 so that no probe waits behind another and turns a queue into "loss".
+
+The scheduler runs one loop per probed uplink, every interval, and hands
+each round's outcome to a callback; it restarts as a whole when the config
+changes (other targets, interval or pool size).
 """
 
 from __future__ import annotations
@@ -12,15 +16,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
 from statistics import median
+from typing import Protocol
 
 from icmplib import ICMPLibError, ICMPRequest, ICMPv4Socket, ICMPv6Socket, SocketPermissionError
 
-AnyAddress = IPv4Address | IPv6Address
+from nmbalance.config.model import Config, Uplink
+from nmbalance.core.health_machine import Lost, Observation, Reply
+from nmbalance.inet import AnyAddress
 
 
 def unprivileged_icmp_allowed() -> bool:
@@ -63,6 +69,15 @@ def _why(exc: BaseException) -> str:
     return text[:80] or type(exc).__name__
 
 
+class RoundSender(Protocol):
+    """What sends a probe round: the real Prober, or a test's stand-in."""
+
+    async def round(self, targets: Sequence[AnyAddress], source: AnyAddress,
+                    timeout: float, reliability: int) -> RoundResult: ...
+
+    def close(self) -> None: ...
+
+
 class Prober:
     def __init__(self, workers: int, privileged: bool) -> None:
         self.privileged = privileged
@@ -103,3 +118,59 @@ class Prober:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Restart(Exception):
+    """Raised inside the group to end it for a restart."""
+
+
+class ProbeScheduler:
+    def __init__(self, config: Callable[[], Config], source: Callable[[str], AnyAddress | None],
+                 observe: Callable[[str, Observation], None],
+                 sender: Callable[[int], RoundSender]) -> None:
+        self._config = config  # the current config, read at each (re)start
+        self._source = source  # where an uplink's probes leave from now; None: skip the round
+        self._observe = observe
+        self._sender = sender  # makes a round sender with this many workers
+        self._restart = asyncio.Event()
+
+    def restart(self) -> None:
+        self._restart.set()
+
+    async def run(self) -> None:
+        while True:
+            self._restart.clear()
+            config = self._config()
+            prober = self._sender(max(sum(len(u.probe) for u in config.uplink), 4))
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for u in config.uplink:
+                        if u.probe:
+                            tg.create_task(self._loop(config, u, prober))
+                    tg.create_task(self._until_restart())
+            except* _Restart:
+                pass
+            finally:
+                prober.close()
+
+    async def _until_restart(self) -> None:
+        await self._restart.wait()
+        raise _Restart
+
+    async def _loop(self, config: Config, uplink: Uplink, prober: RoundSender) -> None:
+        health = config.health
+        interval = health.interval_ms / 1000
+        timeout = health.round_timeout_ms / 1000
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            source = self._source(uplink.name)
+            if source is not None:
+                result = await prober.round(uplink.probe, source, timeout, health.reliability)
+                self._observe(uplink.name,
+                              Reply(result.rtt_ms or 0.0) if result.ok else Lost(result.detail))
+            due += interval
+            now = loop.time()
+            if due < now:  # fell behind (a suspended machine): skip, don't burst
+                due = now
+            await asyncio.sleep(due - now)

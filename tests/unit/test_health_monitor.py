@@ -6,8 +6,8 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
 from nmbalance.config import load_config_text
 from nmbalance.core.facts import Facts, Health, UplinkFacts
-from nmbalance.core.health import Lost, Phase, Reply
-from nmbalance.core.monitor import HealthMonitor, link_state
+from nmbalance.core.health_machine import Lost, Phase, Reply
+from nmbalance.core.health_monitor import HealthMonitor, link_state
 
 CONFIG = """
 [[uplink]]

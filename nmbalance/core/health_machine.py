@@ -1,14 +1,17 @@
 """The health state machine of one uplink. Pure: the clock comes in as `now`.
 
     UP ──loss/latency──▶ DEGRADED ──recovered──▶ UP
-    UP, DEGRADED ──lost in a row / loss over max / link gone──▶ DOWN
-    DOWN ──replies in a row (or link back, unprobed)──▶ RECOVERING ──hold time──▶ UP
+    UP, DEGRADED ──lost in a row / heavy loss / loss over max / link gone──▶ DOWN
+    DOWN ──replies in a row and loss low (or link back, unprobed)──▶ RECOVERING ──hold──▶ UP
     RECOVERING ──any loss / link gone──▶ DOWN
 
 RECOVERING takes no new traffic: an uplink must stay healthy for the hold
 time first, and the hold doubles for each failure within the flap window, so
-a flapping uplink stays out instead of taking the site with it. LONG_DOWN is
-an event, not a state: reported once per outage after long_down_time.
+a flapping uplink stays out instead of taking the site with it. The loss
+window runs through every phase and is never cleared: a lossy uplink that
+answers a few probes in a row is not let back while its loss over the window
+is still above min_packet_loss. LONG_DOWN is an event, not a state: reported
+once per outage after long_down_time.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from statistics import median
 
-from nmbalance.config.model import Health as HealthConfig
+from nmbalance.config.model import HealthSettings
 from nmbalance.core.facts import Health
 
 
@@ -62,7 +65,7 @@ class Policy:
     max_hold_time: float
 
     @classmethod
-    def from_config(cls, health: HealthConfig, probed: bool) -> Policy:
+    def from_config(cls, health: HealthSettings, probed: bool) -> Policy:
         return cls(
             probed=probed,
             max_packet_loss=health.max_packet_loss,
@@ -94,7 +97,7 @@ class Lost:
 
 
 @dataclass(frozen=True)
-class Link:
+class LinkState:
     """Carrier, address and gateway as the sources see them; `why` when not usable."""
 
     usable: bool
@@ -106,7 +109,7 @@ class Tick:
     """Time passed (hold time, long-down)."""
 
 
-Observation = Reply | Lost | Link | Tick
+Observation = Reply | Lost | LinkState | Tick
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,21 @@ def loss_percent(p: Policy, t: Tracker) -> float | None:
     return 100.0 * t.window.count(False) / max(len(t.window), p.window)
 
 
+def lossy(p: Policy, t: Tracker) -> bool:
+    """Loss over the window above min_packet_loss."""
+    loss = loss_percent(p, t)
+    return loss is not None and loss > p.min_packet_loss
+
+
+def heavy_loss(p: Policy, t: Tracker) -> int:
+    """Losses among the last 2 x max_successive_pkts_lost probes when they are at
+    least half of them (else 0): heavy random loss is out within a few rounds
+    instead of waiting for the long window to fill."""
+    recent = t.window[-2 * p.max_lost:]
+    lost = recent.count(False)
+    return lost if lost >= p.max_lost else 0
+
+
 def _move(t: Tracker, phase: Phase, now: float, reason: str) -> tuple[Tracker, Transition]:
     if phase not in ALLOWED[t.phase]:
         raise ValueError(f"health transition {t.phase} -> {phase} is not allowed")
@@ -153,8 +171,7 @@ def _go_down(p: Policy, t: Tracker, now: float, reason: str) -> tuple[Tracker, T
     if t.phase in (Phase.UP, Phase.DEGRADED):
         downs = (*(d for d in t.downs if now - d < p.flap_window), now)
         t = replace(t, downs=downs, down_since=now, long_down_reported=False)
-    t = replace(t, window=(), rtts=(), rcvd_in_row=0)
-    return _move(t, Phase.DOWN, now, reason)
+    return _move(replace(t, rcvd_in_row=0), Phase.DOWN, now, reason)
 
 
 def hold_for(p: Policy, t: Tracker, now: float) -> float:
@@ -179,18 +196,32 @@ def _last(items: tuple[float, ...], item: float, keep: int) -> tuple[float, ...]
 def _judge_quality(p: Policy, t: Tracker, now: float) -> tuple[Tracker, Transition | None]:
     """UP <-> DEGRADED on loss between the thresholds or latency over max_latency_ms."""
     loss = loss_percent(p, t)
-    lossy = loss is not None and loss > p.min_packet_loss
+    is_lossy = lossy(p, t)
     slow = p.max_latency_ms is not None and t.latency_ms is not None and (
         t.latency_ms > p.max_latency_ms if t.phase is Phase.UP
         else t.latency_ms > 0.8 * p.max_latency_ms
     )
-    if t.phase is Phase.UP and (lossy or slow):
-        why = (f"loss {loss:.0f}% over the last {len(t.window)} probes" if lossy
+    if t.phase is Phase.UP and (is_lossy or slow):
+        why = (f"loss {loss:.0f}% over the last {len(t.window)} probes" if is_lossy
                else f"median round trip {t.latency_ms:.0f} ms over {p.max_latency_ms:g} ms")
         return _move(t, Phase.DEGRADED, now, why)
-    if t.phase is Phase.DEGRADED and not lossy and not slow:
+    if t.phase is Phase.DEGRADED and not is_lossy and not slow:
         return _move(t, Phase.UP, now, "loss and latency back under the thresholds")
     return t, None
+
+
+def _judge_loss(p: Policy, t: Tracker, now: float, detail: str) -> tuple[Tracker, Transition | None]:
+    """After a lost probe while in rotation: down, degraded, or as it was."""
+    loss = loss_percent(p, t)
+    if t.lost_in_row >= p.max_lost:
+        return _go_down(p, t, now, f"{t.lost_in_row} probes lost in a row {detail}")
+    if heavy := heavy_loss(p, t):
+        return _go_down(p, t, now, f"{heavy} of the last {min(len(t.window), 2 * p.max_lost)} "
+                                   f"probes lost {detail}")
+    if loss is not None and loss > p.max_packet_loss:
+        return _go_down(p, t, now, f"loss {loss:.0f}% over the last {len(t.window)} probes "
+                                   f"(max {p.max_packet_loss}%)")
+    return _judge_quality(p, t, now)
 
 
 def step(p: Policy, t: Tracker, obs: Observation, now: float) -> tuple[Tracker, list[Transition]]:
@@ -203,9 +234,9 @@ def step(p: Policy, t: Tracker, obs: Observation, now: float) -> tuple[Tracker, 
             out.append(transition)
         return tracker
 
-    if isinstance(obs, Link):
+    if isinstance(obs, LinkState):
         if not obs.usable:
-            t = replace(t, link_ok=False, rcvd_in_row=0)
+            t = replace(t, link_ok=False, rcvd_in_row=0, lost_in_row=0)
             if t.phase is not Phase.DOWN:
                 t = take(_go_down(p, t, now, obs.why))
         elif not t.link_ok:
@@ -213,32 +244,26 @@ def step(p: Policy, t: Tracker, obs: Observation, now: float) -> tuple[Tracker, 
             if not p.probed and t.phase is Phase.DOWN:
                 t, moved = _recover(p, t, now, "link is back")
                 out += moved
+    elif isinstance(obs, Reply | Lost) and not t.link_ok:
+        pass  # a probe while the link is known gone says nothing about its quality
     elif isinstance(obs, Reply):
-        if not t.link_ok:
-            return t, out  # a late answer from before the link went away
-        t = replace(t, lost_in_row=0, rcvd_in_row=t.rcvd_in_row + 1)
+        rtts = _last(t.rtts, obs.rtt_ms, p.window)
+        t = replace(t, lost_in_row=0, rcvd_in_row=t.rcvd_in_row + 1,
+                    window=(*t.window, True)[-p.window:], rtts=rtts, latency_ms=median(rtts))
         if t.phase in (Phase.UP, Phase.DEGRADED):
-            window = (*t.window, True)[-p.window:]
-            rtts = _last(t.rtts, obs.rtt_ms, p.window)
-            t = replace(t, window=window, rtts=rtts, latency_ms=median(rtts))
             t = take(_judge_quality(p, t, now))
-        elif t.phase is Phase.DOWN and t.rcvd_in_row >= p.min_rcvd:
-            t, moved = _recover(p, t, now, f"{t.rcvd_in_row} replies in a row")
+        elif t.phase is Phase.DOWN and t.rcvd_in_row >= p.min_rcvd and not lossy(p, t):
+            t, moved = _recover(p, t, now, f"{t.rcvd_in_row} replies in a row, loss "
+                                           f"{loss_percent(p, t):.0f}% over the last "
+                                           f"{len(t.window)} probes")
             out += moved
         elif t.phase is Phase.RECOVERING and now - t.since >= t.hold:
             t = take(_move(t, Phase.UP, now, f"healthy for {t.hold:g} s"))
     elif isinstance(obs, Lost):
-        t = replace(t, lost_in_row=t.lost_in_row + 1, rcvd_in_row=0)
+        t = replace(t, lost_in_row=t.lost_in_row + 1, rcvd_in_row=0,
+                    window=(*t.window, False)[-p.window:])
         if t.phase in (Phase.UP, Phase.DEGRADED):
-            t = replace(t, window=(*t.window, False)[-p.window:])
-            loss = loss_percent(p, t)
-            if t.lost_in_row >= p.max_lost:
-                t = take(_go_down(p, t, now, f"{t.lost_in_row} probes lost in a row {obs.detail}"))
-            elif loss is not None and loss > p.max_packet_loss:
-                t = take(_go_down(p, t, now, f"loss {loss:.0f}% over the last "
-                                  f"{len(t.window)} probes (max {p.max_packet_loss}%)"))
-            else:
-                t = take(_judge_quality(p, t, now))
+            t = take(_judge_loss(p, t, now, obs.detail))
         elif t.phase is Phase.RECOVERING:
             t = take(_go_down(p, t, now, f"probe lost while recovering {obs.detail}"))
     elif t.phase is Phase.RECOVERING and now - t.since >= t.hold:
@@ -249,9 +274,8 @@ def step(p: Policy, t: Tracker, obs: Observation, now: float) -> tuple[Tracker, 
             and not t.long_down_reported and now - began >= p.long_down_time):
         t = replace(t, long_down_reported=True)
         out.append(Transition(t.phase, t.phase, f"down for {now - began:.0f} s", LONG_DOWN))
-    if out and out[-1].previous is Phase.RECOVERING and t.phase is Phase.UP:
-        # A fresh start: the outage's samples say nothing about the link now.
-        t = replace(t, down_since=None, window=(), rtts=(), latency_ms=None)
+    if t.phase is Phase.UP and t.down_since is not None:
+        t = replace(t, down_since=None)  # the outage is over
     return t, out
 
 

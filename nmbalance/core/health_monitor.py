@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 
 from nmbalance.config.model import Config
 from nmbalance.core.facts import Facts, UplinkFacts
-from nmbalance.core.health import (
-    Link,
+from nmbalance.core.health_machine import (
+    LinkState,
     Observation,
     Phase,
     Policy,
@@ -22,7 +22,7 @@ from nmbalance.core.health import (
 
 
 @dataclass(frozen=True)
-class Change:
+class HealthChange:
     uplink: str
     transition: Transition
 
@@ -36,17 +36,17 @@ class Change:
         return f"{self.uplink} {self.transition.event}: {self.transition.reason}"
 
 
-def link_state(static_gateway: bool, facts: UplinkFacts) -> Link:
+def link_state(static_gateway: bool, facts: UplinkFacts) -> LinkState:
     """Whether the link itself can carry traffic, before any probe says so."""
     if not facts.present:
-        return Link(False, facts.gateway_reason or "interface not found")
+        return LinkState(False, facts.gateway_reason or "interface not found")
     if not facts.carrier:
-        return Link(False, "no carrier")
+        return LinkState(False, "no carrier" if facts.up else f"{facts.interface} is down")
     if not any(not a.ip.is_link_local for a in facts.addresses):
-        return Link(False, "no address")
+        return LinkState(False, "no address")
     if not (static_gateway or facts.gateway is not None or facts.point_to_point):
-        return Link(False, facts.gateway_reason or "no gateway")
-    return Link(True)
+        return LinkState(False, facts.gateway_reason or "no gateway")
+    return LinkState(True)
 
 
 class HealthMonitor:
@@ -70,21 +70,21 @@ class HealthMonitor:
                          for u in config.uplink}
         self._static = {u.name: u.gateway != "auto" for u in config.uplink}
 
-    def observe(self, uplink: str, obs: Observation, now: float) -> list[Change]:
+    def observe(self, uplink: str, obs: Observation, now: float) -> list[HealthChange]:
         if uplink not in self.trackers:
             return []  # a probe round that outlived a reload
         tracker, moved = step(self.policies[uplink], self.trackers[uplink], obs, now)
         self.trackers[uplink] = tracker
-        return [Change(uplink, t) for t in moved]
+        return [HealthChange(uplink, t) for t in moved]
 
-    def observe_links(self, facts: Facts, now: float) -> list[Change]:
-        changes: list[Change] = []
+    def observe_links(self, facts: Facts, now: float) -> list[HealthChange]:
+        changes: list[HealthChange] = []
         for name in self.trackers:
             changes += self.observe(name, link_state(self._static[name], facts.uplink(name)), now)
         return changes
 
-    def tick(self, now: float) -> list[Change]:
-        changes: list[Change] = []
+    def tick(self, now: float) -> list[HealthChange]:
+        changes: list[HealthChange] = []
         for name in self.trackers:
             changes += self.observe(name, Tick(), now)
         return changes

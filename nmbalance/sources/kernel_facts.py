@@ -17,14 +17,9 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from nmbalance.config.model import Config
-from nmbalance.core.facts import (
-    AnyInterface,
-    AnyNetwork,
-    Facts,
-    GatewaySource,
-    LanFacts,
-    UplinkFacts,
-)
+from nmbalance.core.facts import Facts, GatewaySource, LanFacts, UplinkFacts
+from nmbalance.core.plan import MAIN_TABLE
+from nmbalance.inet import AnyInterface, AnyNetwork
 
 IFF_UP = 0x1
 IFF_POINTOPOINT = 0x10
@@ -32,15 +27,18 @@ IFF_LOWER_UP = 0x10000
 ARPHRD_PPP = 512
 ARPHRD_NONE = 0xFFFE  # tun, wwan raw-ip
 RTN_UNICAST = 1
-MAIN_TABLE = 254
 
 
 @dataclass(frozen=True)
-class Link:
+class KernelLink:
     index: int
     name: str
     flags: int
     link_type: int
+
+    @property
+    def up(self) -> bool:
+        return bool(self.flags & IFF_UP)
 
     @property
     def carrier(self) -> bool:
@@ -66,9 +64,9 @@ def _table(msg: Any) -> int:
     return int(msg.get_attr("RTA_TABLE") or msg["table"])
 
 
-def read_links(ipr: IPRoute) -> dict[int, Link]:
+def read_links(ipr: IPRoute) -> dict[int, KernelLink]:
     return {
-        m["index"]: Link(m["index"], m.get_attr("IFLA_IFNAME"), m["flags"], m["ifi_type"])
+        m["index"]: KernelLink(m["index"], m.get_attr("IFLA_IFNAME"), m["flags"], m["ifi_type"])
         for m in ipr.get_links()
     }
 
@@ -101,7 +99,7 @@ def read_routes(ipr: IPRoute, family: int = socket.AF_INET) -> list[KernelRoute]
 
 
 def find_gateway(
-    link: Link, routes: Iterable[KernelRoute], own_proto: int
+    link: KernelLink, routes: Iterable[KernelRoute], own_proto: int
 ) -> tuple[IPv4Address | None, str]:
     """The next hop of a default route on `link`; main table first, then lowest metric."""
     candidates = sorted(
@@ -118,18 +116,15 @@ def find_gateway(
     )
 
 
-def snapshot(config: Config, interfaces: Mapping[str, str] | None = None) -> Facts:
+def snapshot(ipr: IPRoute, config: Config, interfaces: Mapping[str, str] | None = None) -> Facts:
     """`interfaces`: uplink name -> interface, for uplinks named by connection."""
-    with IPRoute() as ipr:
-        links = read_links(ipr)
-        addresses = read_addresses(ipr)
-        routes = read_routes(ipr)
-    return facts_from(config, links, addresses, routes, interfaces or {})
+    return facts_from(config, read_links(ipr), read_addresses(ipr), read_routes(ipr),
+                      interfaces or {})
 
 
 def facts_from(
     config: Config,
-    links: dict[int, Link],
+    links: dict[int, KernelLink],
     addresses: dict[int, list[AnyInterface]],
     routes: list[KernelRoute],
     interfaces: Mapping[str, str] | None = None,
@@ -150,6 +145,7 @@ def facts_from(
             name=u.name,
             interface=link.name,
             present=True,
+            up=link.up,
             carrier=link.carrier,
             point_to_point=link.point_to_point,
             addresses=tuple(a for a in addresses.get(link.index, [])

@@ -1,0 +1,365 @@
+"""`nmbalance run`: the wiring.
+
+    kernel events ─┐                       ┌─▶ reconciler: observe ▶ decide ▶ apply,
+    probe rounds ──┼─▶ health monitor ─────┤    read back, repair, retry
+    bus, timers ───┘   (health changes)    └─▶ publish: D-Bus, hooks, mail, sd_notify
+
+Everything runs in one asyncio.TaskGroup. The kernel (Kernel), the kernel's
+events (Watch), the bus session, the probe sender and the clock are passed
+in, so the daemon runs in unit tests with stand-ins as well as for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
+
+from nmbalance.bus.compat import DBusError
+from nmbalance.config.load import load_config
+from nmbalance.config.model import Config
+from nmbalance.config.snippets import read_snippets
+from nmbalance.core.decide import decide
+from nmbalance.core.facts import Facts
+from nmbalance.core.health_machine import Observation
+from nmbalance.core.health_monitor import HealthChange, HealthMonitor
+from nmbalance.core.managed import resolve_interfaces, with_managed
+from nmbalance.core.plan import Plan, UplinkStatus
+from nmbalance.daemon.bus_session import BusSession
+from nmbalance.daemon.kernel import Kernel
+from nmbalance.daemon.reconciler import Reconciler
+from nmbalance.dataplane.apply import ApplyReport
+from nmbalance.errors import ConfigError, ConfigErrors, UsageError
+from nmbalance.inet import AnyAddress
+from nmbalance.publish.events import Event, EventQueue
+from nmbalance.publish.sdnotify import Notifier
+from nmbalance.sources.kernel_watch import EventKind, KernelEvent
+from nmbalance.sources.probes import ProbeScheduler, RoundSender
+
+log = logging.getLogger(__name__)
+
+
+class Watch(Protocol):
+    """The kernel's change events (sources.kernel_watch.KernelWatch, or a test's)."""
+
+    own_proto: int
+
+    def events(self) -> AsyncIterator[KernelEvent]: ...
+
+    def watch_table(self, table: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+BusFactory = Callable[[Any, Callable[[str], object]], BusSession]
+
+
+class _Stop(Exception):
+    """Raised inside the TaskGroup to end it."""
+
+
+class Daemon:
+    def __init__(self, config_path: str, config: Config, *, kernel: Kernel, watch: Watch,
+                 prober: Callable[[int], RoundSender], bus: BusFactory | None = BusSession,
+                 clock: Callable[[], float] = time.monotonic,
+                 notifier: Notifier | None = None) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.kernel = kernel
+        self.watch = watch
+        self.clock = clock
+        self.notifier = notifier or Notifier()
+        self.monitor = HealthMonitor(config)
+        self.snippets = read_snippets(config)
+        self.facts: Facts | None = None
+        self.plan: Plan | None = None
+        self.ids: dict[str, int] = {}  # uplink ids by name, kept across reloads (core.numbering)
+        # Where each uplink's probes leave from: set only while it has its own table.
+        self.probe_source: dict[str, AnyAddress | None] = {}
+        self.disabled: set[str] = set()  # administratively down (SetUplinkEnabled)
+        self.events = EventQueue(lambda: self.config, config_path, self.summary)
+        self.reconciler = Reconciler(
+            kernel, self, clock=clock,
+            debounce=lambda: self.config.daemon.debounce_ms / 1000,
+            verify_interval=lambda: self.config.daemon.verify_interval)
+        self.bus = bus(self, self.reconciler.request) if bus is not None else None
+        self.probes = ProbeScheduler(lambda: self.config, self.probe_source.get, self._probed,
+                                     prober)
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._timers_changed = asyncio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_bus_errors)
+        if self.bus is not None:
+            await self.bus.start(self.config, self.config_path)  # subscribed before any read
+        self.ids = await self.kernel.kernel_ids(self.config)
+        for signum, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set),
+                                (signal.SIGHUP, self._reload.set)):
+            loop.add_signal_handler(signum, handler)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.reconciler.run())
+                tg.create_task(self._announce())
+                tg.create_task(self._follow_kernel())
+                tg.create_task(self.probes.run())
+                tg.create_task(self._timers())
+                tg.create_task(self.events.run())
+                tg.create_task(self._reloader())
+                if self.bus is not None:
+                    tg.create_task(self.bus.run())
+                if self.notifier.watchdog_interval:
+                    tg.create_task(self._watchdog(self.notifier.watchdog_interval))
+                tg.create_task(self._until_stopped())
+        except* _Stop:
+            pass
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+            self.notifier.stopping()
+            self.watch.close()
+            if self.bus is not None:
+                await self.bus.close()
+            await self._shutdown()
+        return 0
+
+    async def _announce(self) -> None:
+        """READY once the first round ended, whether it applied or failed (it is retried)."""
+        with contextlib.suppress(Exception):
+            await self.reconciler.wait(1)
+        self.notifier.ready(self.summary())
+        log.info("running: %s", self.summary())
+
+    async def _until_stopped(self) -> None:
+        await self._stop.wait()
+        raise _Stop
+
+    async def _shutdown(self) -> None:
+        if self.config.daemon.on_stop == "flush":
+            removed = await self.kernel.flush(self.config.kernel.table,
+                                              self.config.kernel.route_protocol)
+            log.info("stopped; removed table inet %s and %d routes/rules",
+                     self.config.kernel.table, removed)
+        else:
+            log.info("stopped; the last applied state stays in place")
+        await self.kernel.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # --- facts in --------------------------------------------------------------------------
+    async def _follow_kernel(self) -> None:
+        async for event in self.watch.events():
+            log.debug("kernel: %s%s", event.describe(), " (ours)" if event.owned else "")
+            if event.kind is EventKind.NFT:
+                self.reconciler.repair(event.detail)
+            elif event.kind in (EventKind.ROUTE, EventKind.RULE) and event.owned:
+                self.reconciler.verify(f"our {event.describe()}")
+            elif event.kind is EventKind.RULE:
+                continue  # someone else's rule: nothing we read from it
+            else:
+                # A link cycled quickly can leave the plan as it was and our routes
+                # gone with it: read back as well.
+                self.reconciler.request(event.describe())
+                self.reconciler.verify(event.describe())
+
+    def _probed(self, uplink: str, obs: Observation) -> None:
+        changes = self.monitor.observe(uplink, obs, self.clock())
+        self._record(changes)
+        if not changes:
+            self._publish()  # latency and loss
+
+    async def _timers(self) -> None:
+        while True:
+            deadline = self.monitor.deadline()
+            timeout = None if deadline is None else max(deadline - self.clock(), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timers_changed.wait(), timeout)
+            self._timers_changed.clear()
+            self._record(self.monitor.tick(self.clock()))
+
+    # --- health changes out ----------------------------------------------------------------
+    def _record(self, changes: list[HealthChange]) -> None:
+        if not changes:
+            return
+        self._timers_changed.set()
+        self._publish()
+        for change in changes:
+            level = logging.WARNING if change.transition.event in (
+                "down", "long-down") else logging.INFO
+            log.log(level, "%s", change.describe())
+            if change.health_changed or change.transition.event == "long-down":
+                self._queue_hooks(change)
+            if change.health_changed:
+                self.reconciler.request(change.describe())
+
+    def _uplink_env(self, name: str) -> dict[str, str]:
+        facts = self.facts.uplink(name) if self.facts else None
+        plan = self.plan.uplink(name) if self.plan else None
+        return {
+            "UPLINK": name,
+            "INTERFACE": (facts.interface if facts else None) or "",
+            "GATEWAY": (plan.gateway if plan else None) or "",
+            "GATEWAY_SOURCE": plan.gateway_source if plan else "",
+            "ADDRESS": " ".join(str(a.ip) for a in facts.addresses
+                                if not a.ip.is_link_local) if facts else "",
+        }
+
+    def _queue_hooks(self, change: HealthChange) -> None:
+        t = change.transition
+        env = self._uplink_env(change.uplink) | {
+            "STATE": t.phase.health.value,
+            "PREVIOUS_STATE": t.previous.health.value,
+            "REASON": t.reason,
+        }
+        self.events.put(Event(t.event, env, change.describe()))
+
+    # --- what the reconciler asks (reconciler.Planner) --------------------------------------
+    @property
+    def flush_conntrack(self) -> bool:
+        return self.config.kernel.flush_conntrack
+
+    async def observe(self) -> Facts:
+        config = self.config
+        managed = await self.bus.managed() if self.bus is not None else {}
+        interfaces = resolve_interfaces(config, managed)
+        facts = with_managed(config, await self.kernel.snapshot(config, interfaces), managed)
+        self.facts = facts
+        self._record(self.monitor.observe_links(facts, self.clock()))
+        return facts
+
+    def decide(self, facts: Facts, refused: Mapping[str, str]) -> Plan:
+        names = frozenset(u.name for u in self.config.uplink)
+        return decide(self.config, self.monitor.overlay(facts),
+                      names - self.disabled if self.disabled else None, self.snippets,
+                      self.ids, refused)
+
+    async def before_apply(self, plan: Plan) -> None:
+        hooks = self.events.hooks()
+        if hooks.scripts("pre-apply"):
+            await hooks.run("pre-apply", {"ACTIVE_UPLINKS": _active(plan),
+                                          "NMBALANCE_CONFIG": self.config_path})
+
+    def applied(self, plan: Plan, report: ApplyReport, why: str) -> None:
+        previous, self.plan = self.plan, plan
+        self.ids = {u.name: u.id for u in plan.uplinks}
+        facts = self.facts
+        self.probe_source.clear()
+        self.probe_source.update({
+            u.name: next((a.ip for a in facts.uplink(u.name).addresses if a.version == 4), None)
+            for u in plan.uplinks if u.routed and facts is not None
+        })
+        for warning in plan.warnings:
+            if previous is None or warning not in previous.warnings:
+                log.warning("%s", warning)
+        gone = [u.name for u in plan.uplinks if u.mark in report.conntrack_flushed]
+        dropped = (f"; conntrack entries of {', '.join(gone)} dropped in "
+                   f"{report.conntrack_ms:.1f} ms" if gone else "")
+        if report.nft_mode or report.routing.added or report.routing.removed or dropped:
+            log.info("applied (%s, %.1f ms) after %s: %s%s", report.nft_mode or "routes",
+                     report.kernel_ms, why, self.summary(), dropped)
+        else:
+            log.debug("nothing to change in the kernel after %s: %s", why, self.summary())
+        self.notifier.status(self.summary())
+        self.events.put(Event("post-apply", {"ACTIVE_UPLINKS": _active(plan)}))
+        self._publish()
+
+    def _publish(self) -> None:
+        exported = self.bus.exported if self.bus is not None else None
+        if exported is not None:
+            exported.publish(self.config, self.plan, self.facts, self.monitor.trackers,
+                             self.disabled, self.bus.following if self.bus else [],
+                             self.summary())
+
+    def summary(self) -> str:
+        if self.plan is None:
+            error = self.reconciler.last_error
+            return f"not applied: {error}" if error else "starting"
+        parts = []
+        for u in self.plan.uplinks:
+            share = f" {u.share:.0%}" if u.share else ""
+            parts.append(f"{u.name} {u.status.value}{share}")
+        return ", ".join(parts)
+
+    # --- reload, watchdog ------------------------------------------------------------------
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            self.notifier.reloading()
+            with contextlib.suppress(ConfigError, ConfigErrors):
+                await self.reload(wait=False)
+            self.notifier.ready(self.summary())
+
+    async def reload(self, wait: bool = True) -> None:
+        """Re-read the config; a bad one is logged, raised, and the running one kept."""
+        try:
+            config = load_config(self.config_path)
+            snippets = read_snippets(config)
+        except (ConfigError, ConfigErrors) as exc:
+            log.error("reload refused, the running config stays: %s", exc)
+            raise
+        old = self.config
+        if (config.kernel.table, config.kernel.route_protocol) != (
+                old.kernel.table, old.kernel.route_protocol):
+            self.reconciler.flush_first(old.kernel.table, old.kernel.route_protocol)
+        self.config, self.snippets = config, snippets
+        self.disabled &= {u.name for u in config.uplink}
+        self.watch.own_proto = config.kernel.route_protocol
+        self.watch.watch_table(config.kernel.table)
+        if self.bus is not None:
+            self.bus.sync(config, self.config_path)
+        self.monitor.configure(config)
+        self.probes.restart()
+        self._timers_changed.set()
+        log.info("reloaded %s: %d uplinks, mode %s", self.config_path, len(config.uplink),
+                 config.mode)
+        generation = self.reconciler.request("reload")
+        if wait:
+            await self.reconciler.wait(generation)
+
+    # --- what our D-Bus service may ask (bus.service.Control) ------------------------------
+    async def set_uplink_enabled(self, name: str, enabled: bool) -> None:
+        """Administrative up/down, like `nmbalance apply` with a list of uplinks."""
+        names = [u.name for u in self.config.uplink]
+        if name not in names:
+            raise UsageError(f"no uplink named {name!r} (configured: {', '.join(names)})")
+        if enabled == (name not in self.disabled):
+            return
+        (self.disabled.discard if enabled else self.disabled.add)(name)
+        cause = f"{name} {'enabled' if enabled else 'disabled'} by request"
+        log.info("%s", cause)
+        await self.reconciler.wait(self.reconciler.request(cause))
+
+    async def refresh(self, reason: str) -> None:
+        """A dispatcher's nudge: re-read the managers and reconcile; returns at once."""
+        log.info("refresh requested: %s", reason or "(no reason given)")
+        if self.bus is not None:
+            self.bus.managers.invalidate()
+        self.reconciler.request(f"refresh ({reason or 'no reason given'})")
+
+    def plan_text(self) -> str:
+        return self.plan.describe() if self.plan is not None else ""
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+
+def _active(plan: Plan) -> str:
+    return " ".join(u.name for u in plan.uplinks if u.status is UplinkStatus.ACTIVE)
+
+
+def _quiet_bus_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """dbus-next re-raises, into the loop, the D-Bus errors its async methods
+    already sent back to the caller: those are answers, not failures."""
+    if isinstance(context.get("exception"), DBusError):
+        return
+    loop.default_exception_handler(context)
