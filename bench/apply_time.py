@@ -43,11 +43,11 @@ def median_ms(fn: object, runs: int = RUNS) -> float:
 
 
 def inside(n: int) -> None:
+    from pyroute2 import IPRoute
+
     from nmbalance.config import load_config_text
     from nmbalance.core.decide import decide
     from nmbalance.core.facts import Health
-    from pyroute2 import IPRoute
-
     from nmbalance.dataplane.apply import Applier, flush
     from nmbalance.sources.kernel_facts import snapshot
 

@@ -62,7 +62,7 @@ class Exported:
             if obj is None:
                 continue
             tracker = trackers.get(u.name)
-            up = plan.uplink(u.name) if plan is not None else None
+            up = plan.get(u.name) if plan is not None else None
             f = facts.uplink(u.name) if facts is not None else None
             address = next((str(a.ip) for a in (f.addresses if f else ())
                             if isinstance(a, IPv4Interface) and not a.ip.is_link_local), "")

@@ -117,7 +117,14 @@ class Plan:
         return frozenset(u.mark for u in self.uplinks if u.status in dead)
 
     def uplink(self, name: str) -> UplinkPlan:
-        return next(u for u in self.uplinks if u.name == name)
+        found = self.get(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def get(self, name: str) -> UplinkPlan | None:
+        """The uplink's plan, or None (an uplink a reload added, say)."""
+        return next((u for u in self.uplinks if u.name == name), None)
 
     def describe(self) -> str:
         """What --dry-run prints: the ruleset, the routes and the rules."""

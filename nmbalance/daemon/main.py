@@ -201,7 +201,7 @@ class Daemon:
 
     def _uplink_env(self, name: str) -> dict[str, str]:
         facts = self.facts.uplink(name) if self.facts else None
-        plan = self.plan.uplink(name) if self.plan else None
+        plan = self.plan.get(name) if self.plan else None
         return {
             "UPLINK": name,
             "INTERFACE": (facts.interface if facts else None) or "",

@@ -245,7 +245,7 @@ class Reconciler:
                 for name, why in newly.items():
                     entry = self.refused.refused(name, why, self.clock())
                     log.warning("%s out of rotation: %s; retrying in %g s", name, why,
-                                entry.retry_at - self.clock())
+                                delay(entry.failures))
                 refused = {**refused, **newly}
                 continue
             for name in self.refused.accepted(u.name for u in plan.uplinks if u.routed):

@@ -138,7 +138,8 @@ def test_dead_uplink_sticky_entries_are_flushed() -> None:
 def test_health_change_keeps_structure() -> None:
     a = decide(config(), facts())
     b = decide(config(), facts(uplink(1), uplink(2, carrier=False), uplink(3)))
-    assert a.nft.digest == b.nft.digest and a.nft.contents != b.nft.contents and a.nft.contents_text != b.nft.contents_text
+    assert a.nft.digest == b.nft.digest
+    assert a.nft.contents != b.nft.contents and a.nft.contents_text != b.nft.contents_text
 
 
 def test_rule_matches_split_by_family() -> None:
@@ -172,3 +173,69 @@ def test_fail_open_when_every_uplink_looks_down_but_some_have_carrier() -> None:
     # One healthy uplink is enough: no failing open then.
     plan = decide(config(), facts(uplink(1, **probes_down), uplink(2), uplink(3, **probes_down)))
     assert plan.live_marks == {0x200}
+
+
+def test_a_degraded_uplink_keeps_a_reduced_share() -> None:
+    text = CONFIG.split("[[rule]]")[0]
+    degraded = dict(health=Health.DEGRADED, health_reason="loss 10% over the last 20 probes")
+    plan = decide(config(text), facts(uplink(1), uplink(2, **degraded), uplink(3)))
+    # Weights 1:3:2 with ISP2 at 50 %: 1:1.5:2.
+    assert [round(u.share * 1000) for u in plan.uplinks] == [222, 333, 445]
+    assert plan.uplink("ISP2").reason.startswith("degraded (loss 10%")
+    assert 0x200 in plan.live_marks
+    halved = config(text + "\n[health]\ndegraded_weight_percent = 10\n")
+    plan = decide(halved, facts(uplink(1), uplink(2, **degraded), uplink(3)))
+    assert round(plan.uplink("ISP2").share, 3) == round(0.3 / 3.3, 3)
+
+
+def test_priority_prefers_a_healthy_uplink_to_a_degraded_one() -> None:
+    text = CONFIG.replace('mode = "weighted"', 'mode = "priority"').split("[[rule]]")[0]
+    degraded = dict(health=Health.DEGRADED, health_reason="slow")
+    plan = decide(config(text), facts(uplink(1), uplink(2, **degraded), uplink(3)))
+    assert [u.share for u in plan.uplinks] == [0.0, 0.0, 1.0]
+    alone = decide(config(text), facts(uplink(1, carrier=False), uplink(2, **degraded),
+                                       uplink(3, carrier=False)))
+    assert alone.uplink("ISP2").share == 1.0  # still better than nothing
+
+
+def test_an_uplink_the_kernel_refused_is_out_with_the_kernels_reason() -> None:
+    plan = decide(config(), facts(), refused={"ISP3": "cannot add route: Nexthop has invalid gateway"})
+    isp3 = plan.uplink("ISP3")
+    assert isp3.status is UplinkStatus.ERROR and isp3.reason.endswith("invalid gateway")
+    assert not isp3.routed and 0x300 not in plan.live_marks
+    assert not any(r.table == 7703 and r.kind == "unicast" for r in plan.routes)
+    assert plan.uplink("ISP1").share + plan.uplink("ISP2").share == 1.0
+    # Its flows keep their conntrack entries: the route may be back at the next retry.
+    assert 0x300 not in plan.dead_marks
+
+
+def test_an_interface_that_is_down_gets_no_route() -> None:
+    plan = decide(config(), facts(uplink(1), uplink(2, up=False, carrier=False), uplink(3)))
+    isp2 = plan.uplink("ISP2")
+    assert isp2.status is UplinkStatus.DOWN and isp2.reason == "wan2 is down"
+    assert not isp2.routed and all(r.table != 7702 for r in plan.routes)
+
+
+def test_ids_follow_names_not_positions() -> None:
+    plan = decide(config(), facts(), ids={"ISP3": 1, "ISP1": 3})
+    assert {u.name: (u.mark, u.table) for u in plan.uplinks} == {
+        "ISP1": (0x300, 7703), "ISP2": (0x200, 7702), "ISP3": (0x100, 7701)}
+    assert "0x100 : goto rs_ISP3" in plan.nft.structure
+
+
+def test_routing_diff_adds_and_replaces_before_removing() -> None:
+    from nmbalance.core.plan import RoutingRule
+    from nmbalance.dataplane.routing import diff
+
+    old_gw = Route(7701, "0.0.0.0/0", gateway="10.101.0.1", interface="wan1")
+    new_gw = Route(7701, "0.0.0.0/0", gateway="10.101.0.254", interface="wan1")
+    gone = Route(7703, "0.0.0.0/0", gateway="10.103.0.1", interface="wan3")
+    added = Route(7704, "0.0.0.0/0", gateway="10.104.0.1", interface="wan4")
+    keep = RoutingRule(7700, 254, suppress_prefixlength=0)
+    old_rule = RoutingRule(7703, 7703, fwmark=0x300, fwmask=0xFF00)
+    new_rule = RoutingRule(7704, 7704, fwmark=0x400, fwmask=0xFF00)
+    d = diff([old_gw, gone], [keep, old_rule], [new_gw, added], [keep, new_rule])
+    assert d.add_routes == (added,) and d.replace_routes == ((old_gw, new_gw),)
+    assert d.add_rules == (new_rule,) and d.del_rules == (old_rule,)
+    assert d.del_routes == (gone,)
+    assert diff([new_gw], [keep], [new_gw], [keep]).empty
