@@ -17,7 +17,9 @@ from labkit.lab import ROOT, Lab
 
 class DaemonProcess:
     def __init__(self, lab: Lab, config_path: str, env: Mapping[str, str] | None = None,
-                 echo: str | None = None) -> None:
+                 echo: str | None = None, verbose: bool = False) -> None:
+        """`verbose`: -v, the events behind each change too (the default is what the
+        shipped unit logs)."""
         self.echo = echo  # print each line behind this prefix
         self.lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
@@ -26,7 +28,8 @@ class DaemonProcess:
         environ.update(env or {})
         # `ip netns exec` execs the command: the PID is the daemon's own.
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", lab.rtr, sys.executable, "-m", "nmbalance", "run",
+            ["ip", "netns", "exec", lab.rtr, sys.executable, "-m", "nmbalance",
+             *(["-v"] if verbose else []), "run",
              "-c", config_path],
             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environ,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -228,6 +229,55 @@ class Lab:
             source, n = line.split()
             tally[self.isp_of(source)] = tally.get(self.isp_of(source), 0) + int(n)
         return tally
+
+    def start_stream(self, seconds: float, interval_ms: float = 5) -> tuple[subprocess.Popen[str], int]:
+        """A long echo stream from the LAN (labkit.stream); its process and local port.
+        Read its result with json.loads(proc.stdout.readline())."""
+        proc = subprocess.Popen(
+            self.python(self.lan, "labkit.stream", SERVER_ADDR, str(SERVER_PORT), str(seconds),
+                        str(interval_ms)),
+            stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(ROOT)},
+        )
+        self.procs.append(proc)  # stopped by close() even if the caller fails
+        assert proc.stdout is not None
+        return proc, int(json.loads(proc.stdout.readline())["port"])
+
+    def flow_mark(self, port: int) -> int:
+        """The ct mark of the LAN's TCP flow from `port` (0: none, or no such flow)."""
+        out = self.sh(self.rtr, "conntrack", "-L", "-p", "tcp", "--sport", str(port)).stdout
+        return int(out.split("mark=")[1].split()[0]) if "mark=" in out else 0
+
+    # --- someone else's state in the router, which nmbalance must never touch ---------------
+    def add_foreign_nft(self) -> None:
+        self.sh(self.rtr, "nft", "add table inet userfw; add chain inet userfw input "
+                "{ type filter hook input priority 10; policy accept; }; "
+                "add rule inet userfw input tcp dport 2222 accept; "
+                "add set inet userfw blocked { type ipv4_addr; elements = { 192.0.2.66 } }")
+
+    def add_foreign(self) -> None:
+        """A firewall table, and a rule and routes inside our own priority and table
+        ranges without our proto: none of it is ours."""
+        self.add_foreign_nft()
+        self.ip(self.rtr, "rule", "add", "priority", "7705", "from", "192.0.2.0/24",
+                "lookup", "7750")
+        self.ip(self.rtr, "route", "add", "192.0.2.0/24", "via", "10.101.0.1", "table", "7701")
+        self.ip(self.rtr, "route", "add", "198.18.0.0/15", "via", "10.102.0.1", "table", "7750")
+
+    def remove_foreign(self) -> None:
+        self.sh(self.rtr, "nft", "delete table inet userfw", check=False)
+        self.ip(self.rtr, "rule", "del", "priority", "7705", check=False)
+        self.ip(self.rtr, "route", "del", "192.0.2.0/24", "table", "7701", check=False)
+        self.ip(self.rtr, "route", "flush", "table", "7750", check=False)
+
+    def foreign_state(self) -> str:
+        """Everything that is not ours: the foreign table, rules and routes without our proto."""
+        table = self.sh(self.rtr, "nft", "list", "table", "inet", "userfw", check=False).stdout
+        rules = [line for line in self.ip(self.rtr, "rule", "show").stdout.splitlines()
+                 if "proto 211" not in line]
+        # Sorted: a device that comes back up gets its kernel routes listed in another order.
+        routes = sorted(line for line in self.ip(self.rtr, "route", "show", "table", "all"
+                                                 ).stdout.splitlines() if "proto 211" not in line)
+        return "\n".join([table, *rules, *routes])
 
     def isp_of(self, source: str) -> int:
         for n in range(1, self.isps + 1):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from labkit.daemon import DaemonProcess
 from labkit.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -69,3 +71,39 @@ def write_config(lab: Lab) -> Iterator[object]:
         return str(path)
 
     yield write
+
+
+INTERVAL = 0.2
+FAST = {"interval_ms": 200, "min_successive_pkts_rcvd": 5, "hold_time": 1}
+
+Start = Callable[..., DaemonProcess]
+
+
+# `lab`: the module's three-ISP lab from conftest.py.
+@pytest.fixture
+def start(lab: Lab) -> Iterator[Start]:
+    """Start daemons; afterwards stop them, flush, and heal every ISP."""
+    started: list[DaemonProcess] = []
+
+    def start_daemon(health: dict[str, object] | None = None, extra: str = "", top: str = "",
+                     env: dict[str, str] | None = None, wait: bool = True,
+                     text: str | None = None) -> DaemonProcess:
+        """`text`: a whole config instead of the lab's own with these additions."""
+        path = lab.write(text if text is not None else
+                         lab.config(health=FAST | (health or {}), extra=extra, top=top))
+        daemon = DaemonProcess(lab, path, env=env)
+        started.append(daemon)
+        if wait:
+            daemon.wait_for("running:")
+        return daemon
+
+    yield start_daemon
+    for daemon in started:
+        if daemon.proc.poll() is None:
+            daemon.stop(signal.SIGKILL)
+    lab.nmbalance("flush", "-c", lab.write(lab.config(), "flush.toml"))
+    for n in range(1, lab.isps + 1):
+        lab.carrier(n, True)
+        lab.blackhole(n, False)
+        lab.block_probes(n, False)
+    lab.sh(lab.rtr, "conntrack", "-F", check=False)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 
-from labkit.lab import LAN_NET, ROOT, SERVER_ADDR, SERVER_PORT, Lab
+from labkit.lab import LAN_NET, Lab
 from tests.lab.conftest import THREE_ISPS
 
 # Upper 1 % points of the chi-square distribution, by degrees of freedom.
@@ -129,32 +128,22 @@ def test_probe_bound_to_an_uplink_address_leaves_through_it(
             router.sh(router.isp(n), "nft", "delete table inet count", check=False)
 
 
-def _flow_mark(lab: Lab, port: int) -> int:
-    out = lab.sh(lab.rtr, "conntrack", "-L", "-p", "tcp", "--sport", str(port)).stdout
-    return int(out.split("mark=")[1].split()[0]) if "mark=" in out else 0
-
-
 def test_stream_survives_reapplies_and_removal_of_another_uplink(
     router: Lab, write_config: WriteConfig
 ) -> None:
     config = write_config(THREE_ISPS.format(mode="weighted"))
     apply(router, config)
-    stream = subprocess.Popen(
-        router.python(router.lan, "labkit.stream", SERVER_ADDR, str(SERVER_PORT), "6", "5"),
-        stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(ROOT)},
-    )
-    router.procs.append(stream)  # stopped by the lab even if this test fails
-    assert stream.stdout is not None
-    port = json.loads(stream.stdout.readline())["port"]
-    mark = _flow_mark(router, port)
+    stream, port = router.start_stream(6)
+    mark = router.flow_mark(port)
     assert mark in (0x100, 0x200, 0x300)
     mine = mark >> 8
     for _ in range(20):
         apply(router, config)
     others = [n for n in (1, 2, 3) if n != mine]
     apply(router, config, f"ISP{mine}", f"ISP{others[0]}")  # remove another uplink
+    assert stream.stdout is not None
     result = json.loads(stream.stdout.readline())
     stream.wait(10)
     assert result["received"] == result["sent"] > 500
     assert result["largest_gap_ms"] < 50, result
-    assert _flow_mark(router, port) == mark
+    assert router.flow_mark(port) == mark

@@ -23,41 +23,20 @@ def kernel_state(lab: Lab) -> str:
     return "\n".join(parts)
 
 
-def foreign_state(lab: Lab) -> str:
-    """Everything that is not ours: a foreign table, and rules and routes without our proto."""
-    table = lab.sh(lab.rtr, "nft", "list", "table", "inet", "userfw").stdout
-    rules = [line for line in lab.ip(lab.rtr, "rule", "show").stdout.splitlines()
-             if "proto 211" not in line]
-    routes = [line for line in lab.ip(lab.rtr, "route", "show", "table", "all").stdout.splitlines()
-              if "proto 211" not in line]
-    return "\n".join([table, *rules, *routes])
-
-
 def test_foreign_table_rules_and_routes_are_byte_identical(
     router: Lab, write_config: WriteConfig
 ) -> None:
-    router.sh(router.rtr, "nft", "add table inet userfw; add chain inet userfw input "
-              "{ type filter hook input priority 10; policy accept; }; "
-              "add rule inet userfw input tcp dport 2222 accept; "
-              "add set inet userfw blocked { type ipv4_addr; elements = { 192.0.2.66 } }")
-    # Inside our own priority and table ranges, without our proto: never ours.
-    router.ip(router.rtr, "rule", "add", "priority", "7705", "from", "192.0.2.0/24",
-              "lookup", "7750")
-    router.ip(router.rtr, "route", "add", "192.0.2.0/24", "via", "10.101.0.1", "table", "7701")
-    router.ip(router.rtr, "route", "add", "198.18.0.0/15", "via", "10.102.0.1", "table", "7750")
+    router.add_foreign()
     try:
-        before = foreign_state(router)
+        before = router.foreign_state()
         config = write_config(THREE_ISPS.format(mode="weighted"))
         for args in (["apply", "-c", config], ["apply", "-c", config],
                      ["apply", "-c", config, "ISP1"], ["flush", "-c", config]):
             result = router.nmbalance(*args)
             assert result.returncode == 0, result.stderr
-            assert foreign_state(router) == before, args
+            assert router.foreign_state() == before, args
     finally:
-        router.sh(router.rtr, "nft", "delete table inet userfw", check=False)
-        router.ip(router.rtr, "rule", "del", "priority", "7705", check=False)
-        router.ip(router.rtr, "route", "del", "192.0.2.0/24", "table", "7701", check=False)
-        router.ip(router.rtr, "route", "flush", "table", "7750", check=False)
+        router.remove_foreign()
 
 
 def test_bad_configs_exit_2_name_the_place_and_change_nothing(
