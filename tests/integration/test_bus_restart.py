@@ -28,3 +28,20 @@ def test_the_daemon_survives_a_bus_restart() -> None:
                                        "io.github.nmbalance1.Uplink", "State",
                                        check=False).stdout.strip() == 's "active"', 5)
         assert daemon.stop() == 0, daemon.text()
+
+
+def test_a_bus_that_refuses_our_name_leaves_the_daemon_running() -> None:
+    deny = ('<policy context="default"><allow user="*"/><allow own="*"/>'
+            '<deny own="io.github.nmbalance1"/><allow send_destination="*"/>'
+            '<allow receive_sender="*"/><allow send_type="method_call"/>'
+            '<allow send_type="signal"/></policy>')
+    with Lab(isps=2) as lab:
+        Bus(lab, policy=deny)
+        daemon = DaemonProcess(lab, lab.write(lab.config(weights=(1,))))
+        daemon.wait_for("running:")
+        _, line = daemon.wait_for("running without our D-Bus service")
+        assert "the bus refused io.github.nmbalance1" in line
+        tally = lab.connections(100)
+        assert tally.get(1, 0) > 0 and tally.get(2, 0) > 0
+        assert daemon.proc.poll() is None and "Traceback" not in daemon.text()
+        assert daemon.stop() == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 
@@ -187,3 +188,45 @@ def test_dispatcher_script_applies_without_a_daemon_and_pokes_a_running_one(
     finally:
         script.unlink()
         lab.nmbalance("flush", "-c", nmlab.config)
+
+
+def test_a_bus_restart_keeps_what_networkmanager_said(nmlab: NMLab, daemon: DaemonProcess) -> None:
+    """ISP2's gateway is known only from NetworkManager's lease: losing the bus
+    must not make it no-gateway nor flush its flows."""
+    lab = nmlab.lab
+    mark = daemon.mark()
+    nmlab.bus.proc.send_signal(signal.SIGTERM)
+    nmlab.bus.proc.wait(5)
+    daemon.wait_for("lost the system bus", after=mark)
+    nmlab.nm.stop()  # (it would leave with its bus anyway)
+    tally = lab.connections(200)
+    assert tally.get(1, 0) > 0 and tally.get(2, 0) > 0 and sum(tally.values()) == 200, tally
+    nmlab.bus = Bus(lab)
+    daemon.wait_for("connected to the system bus again", after=mark)
+    nmlab.nm = NetworkManager(lab, nmlab.bus, never_default=(2,))
+    nmlab.nm.wait_activated(1)
+    daemon.wait_for("networkmanager joined the bus", after=mark, timeout=20)
+    assert "default via 10.102.0.1 dev wan2 proto 211" in table(lab, 7702)
+    assert daemon.count(r"ISP2 (down|no-gateway)|conntrack entries of", after=mark) == 0, \
+        daemon.text()
+    assert wait_for(lambda: status(lab)["ISP2"]["GatewaySource"] == "dhcp", 10)
+
+
+def test_the_dispatcher_never_applies_over_a_live_daemon(nmlab: NMLab,
+                                                         daemon: DaemonProcess) -> None:
+    """A daemon too busy (here: stopped) to answer on the bus still owns the kernel."""
+    lab = nmlab.lab
+    daemon.send(signal.SIGSTOP)
+    try:
+        lab.sh(lab.rtr, "nft", "delete", "table", "inet", "nmbalance")
+        started = time.monotonic()
+        result = lab.nmbalance("dispatch", "-c", nmlab.config, "up", "wan1")
+        assert result.returncode == 0 and time.monotonic() - started < 15
+        assert "nmbalance" not in lab.sh(lab.rtr, "nft", "list", "tables").stdout
+        assert lab.nmbalance("apply", "-c", nmlab.config).returncode == 1
+    finally:
+        daemon.send(signal.SIGCONT)
+    mark = daemon.mark()
+    daemon.wait_for("drift repaired", after=0)
+    assert wait_for(lambda: "nmbalance" in lab.sh(lab.rtr, "nft", "list", "tables").stdout, 5)
+    assert daemon.count("Traceback", after=mark) == 0
