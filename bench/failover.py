@@ -2,19 +2,24 @@
 what the daemon costs at rest.
 
 A lab of 4 ISPs with the default [health] (one probe per uplink per second,
-down after 3 lost, up after 5 replies and a 5 s hold). A LAN client opens a
-new connection every 2 ms throughout; a connection "used" the dead uplink
-when it failed, or succeeded only on a SYN retransmit (>= 0.5 s).
+down after 3 lost; up after 5 replies with at most 5 % of the 20-probe window
+lost, then a 5 s hold). A LAN client opens a new connection every 2 ms
+throughout; a connection "used" the dead uplink when it failed, or succeeded
+only on a SYN retransmit (>= 0.5 s).
 
 - carrier loss (ISP end of the cable down) and silent blackhole (carrier up,
   everything dropped upstream): time from the failure to the start of the
   last new connection that still went to the dead uplink; recovery: from the
   repair to the first new connection through it again.
+- lossy links (30 % and 50 % random loss upstream, carrier up): time from the
+  loss starting to the uplink leaving rotation, in probe intervals, and how
+  many times it was let back in (recovering) while the loss went on.
 - idle: RSS and CPU of the daemon over 60 s, 4 uplinks probing at 1 Hz, no
   traffic; the baseline is a bare Python interpreter started the same way.
 
-Targets: carrier <= 100 ms; blackhole <= interval x 3 + 0.5 s; RSS <= 60 MB;
-CPU <= 1 % of a core.
+Targets: carrier <= 100 ms; blackhole <= interval x 3 + 0.5 s; 50 % loss out
+within 6 intervals, and no re-admission under either loss; RSS <= 60 MB; CPU
+<= 1 % of a core.
 """
 
 from __future__ import annotations
@@ -84,6 +89,21 @@ def trial(lab: Lab, daemon: DaemonProcess, kind: str, n: int) -> tuple[float, fl
     return max(failover, 0.0), recovery, hold
 
 
+def lossy_trial(lab: Lab, daemon: DaemonProcess, percent: int, n: int, sustain: float
+                ) -> tuple[float, int]:
+    """ISP n loses `percent` % of its traffic: (seconds to out, re-admissions while lossy)."""
+    mark = daemon.mark()
+    lab.lossy(n, percent)
+    started = time.monotonic()
+    down, _ = daemon.wait_for(rf"ISP{n} down", after=mark, timeout=60)
+    mark = daemon.mark()
+    time.sleep(sustain)
+    readmitted = daemon.count(rf"ISP{n} recovering", after=mark)
+    lab.lossy(n, None)
+    daemon.wait_for(rf"applied .*ISP{n} active", after=mark, timeout=120)
+    return down - started, readmitted
+
+
 def proc_stats(pid: int) -> tuple[float, int]:
     """CPU seconds used so far and RSS in bytes."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -122,6 +142,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement")
+    parser.add_argument("--lossy-trials", type=int, default=5)
+    parser.add_argument("--sustain", type=float, default=40.0,
+                        help="seconds a lossy uplink stays lossy after it went out")
     args = parser.parse_args()
     with Lab(isps=ISPS) as lab:
         config = lab.write(lab.config(weights=(1,)))
@@ -131,6 +154,11 @@ def main() -> int:
         for i in range(args.trials):
             for j, kind in enumerate(results):
                 results[kind].append(trial(lab, daemon, kind, 1 + (2 * i + j) % ISPS))
+        lossy: dict[int, list[tuple[float, int]]] = {30: [], 50: []}
+        for i in range(args.lossy_trials):
+            for j, percent in enumerate(lossy):
+                lossy[percent].append(lossy_trial(lab, daemon, percent,
+                                                  1 + (2 * i + j) % ISPS, args.sustain))
         # Idle: no traffic, the daemon only probing.
         time.sleep(2)
         cpu, rss = idle(lab, daemon.proc.pid, args.idle)
@@ -139,7 +167,7 @@ def main() -> int:
         daemon.stop()
 
     print(f"failover with {ISPS} uplinks, default [health] (1 probe/s, down after 3 lost, "
-          f"up after 5 replies + 5 s hold), {args.trials} trials each")
+          f"up after 5 replies, window loss <= 5 %, + 5 s hold), {args.trials} trials each")
     print(f"{'failure':<10} {'failover median':>16} {'max':>8} {'target':>8} "
           f"{'recovery median':>16} {'max':>8}   holds in effect (flap damping)")
     for kind, rows in results.items():
@@ -153,6 +181,12 @@ def main() -> int:
     blackhole = statistics.median(r[0] for r in results["blackhole"])
     print(f"carrier loss vs probe-only detection (blackhole), same run: "
           f"{carrier / blackhole:.3f}x")
+    for percent, rows in lossy.items():
+        out = [r[0] / INTERVAL for r in rows]
+        print(f"{percent} % loss: out after {statistics.median(out):.1f} intervals median "
+              f"(max {max(out):.1f}; {statistics.median(out) * INTERVAL / blackhole:.2f}x the "
+              f"blackhole's time), re-admitted {sum(r[1] for r in rows)} times in "
+              f"{len(rows)} x {args.sustain:g} s of sustained loss")
     print(f"idle {args.idle:.0f} s, {ISPS} uplinks probing at 1 Hz: CPU {cpu * 100:.2f} % of a core "
           f"(target 1 %)")
     print(f"RSS {rss / 2**20:.1f} MB (target 60 MB); baselines: bare interpreter "

@@ -1,9 +1,10 @@
 """The README's demo: 3 simulated ISPs and a LAN, balanced by `nmbalance run`.
 
 The daemon spreads new connections by weight (1:3:2); then ISP2's cable is
-pulled and plugged back, and ISP3 fails silently (carrier up, nothing gets
-through) and heals: watch new connections leave each uplink and come back,
-with the daemon's own log lines. Every packet stays inside the lab's
+pulled and plugged back, ISP3 fails silently (carrier up, nothing gets
+through) and heals, and a firewall reload flushes the whole ruleset: watch
+new connections leave each uplink and come back, and the daemon put its
+table back, with its own log lines. Every packet stays inside the lab's
 namespaces.
 """
 
@@ -111,10 +112,18 @@ def main() -> int:
               "(3 probes lost, one every 0.5 s)")
         traffic()
 
-        step("ISP3 heals")
-        mark = daemon.mark()
+        step("ISP3 heals: it comes back once its last 20 probes are clean again, and the hold")
+        mark, healed = daemon.mark(), time.monotonic()
         lab.blackhole(3, False)
-        daemon.wait_for(r"applied .*ISP3 active", after=mark, timeout=30)
+        applied, _ = daemon.wait_for(r"applied .*ISP3 active", after=mark, timeout=60)
+        print(f"  ISP3 back in rotation after {applied - healed:.1f} s")
+        traffic()
+
+        step("A firewall reload runs `nft flush ruleset`: every table goes, nmbalance's too")
+        mark, flushed = daemon.mark(), time.monotonic()
+        lab.sh(lab.rtr, "nft", "flush", "ruleset")
+        repaired, _ = daemon.wait_for(r"drift repaired .*by nft", after=mark)
+        print(f"  the daemon put its table back {1000 * (repaired - flushed):.0f} ms later")
         traffic()
 
         step("The administrator takes ISP1 out over D-Bus (SetUplinkEnabled), then "

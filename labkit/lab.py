@@ -205,6 +205,11 @@ class Lab:
         """ISP n drops everything it would forward; its carrier stays up."""
         self._isp_filter(n, "blackhole", "policy drop;", on)
 
+    def lossy(self, n: int, percent: int | None) -> None:
+        """ISP n drops `percent` % of what it forwards, at random; None: repaired."""
+        self._isp_filter(n, "lossy", f"numgen random mod 100 < {percent} drop;",
+                         percent is not None)
+
     def block_probes(self, n: int, on: bool) -> None:
         """Drop only traffic to the probe targets: the ISP carries everything else."""
         self._isp_filter(n, "labprobe", "ip daddr 198.51.100.0/24 drop;", on)

@@ -43,6 +43,12 @@ class RefusedRoutes:
             del self.entries[name]
         return back
 
+    def drop_due(self, now: float, routed: Iterable[str]) -> None:
+        """Forget refusals due for a retry whose uplink the plan does not route now
+        (its carrier went, say): there is nothing to retry."""
+        asked = set(routed)
+        self.entries = {n: e for n, e in self.entries.items() if e.retry_at > now or n in asked}
+
     def keep_only(self, names: Iterable[str]) -> None:
         wanted = set(names)
         self.entries = {n: e for n, e in self.entries.items() if n in wanted}

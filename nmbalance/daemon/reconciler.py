@@ -233,6 +233,7 @@ class Reconciler:
         hooks_ran = False
         for _ in range(len(facts.uplinks) + 1):
             plan = self.planner.decide(facts, refused)
+            self.refused.drop_due(self.clock(), (u.name for u in plan.uplinks if u.routed))
             if plan == self.plan and not force:
                 return
             if not hooks_ran:
