@@ -26,9 +26,11 @@ class Notifier:
     def notify(self, *fields: str) -> None:
         if not self._address:
             return
-        # systemd gone or its socket full: nothing useful to do about either.
+        # systemd gone or its socket full: nothing useful to do about either. Never
+        # blocking: this runs on the event loop, and a full queue would stop it.
         with contextlib.suppress(OSError), socket.socket(
-                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        ) as sock:
             sock.sendto("\n".join(fields).encode(), self._address)
 
     def ready(self, status: str) -> None:

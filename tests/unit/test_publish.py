@@ -99,3 +99,17 @@ def test_mail_goes_to_sendmail_with_one_line_subject(tmp_path: Path) -> None:
     assert "] DSL down: 3 lost\n" in text and text.endswith("\n\nbody\n")
     assert (tmp_path / "spool.args").read_text().split() == ["-t", "-oi"]
     assert not asyncio.run(mail.send("root", "s", "b", 5, tmp_path / "missing"))
+
+
+def test_a_notify_socket_nobody_reads_never_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        started = time.monotonic()
+        for _ in range(200):  # far more than the kernel queues (net.unix.max_dgram_qlen)
+            notifier.watchdog()
+        assert time.monotonic() - started < 2.0
+    finally:
+        sock.close()
