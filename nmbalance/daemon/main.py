@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
+from nmbalance.aio import wait_event
 from nmbalance.bus.compat import DBusError
 from nmbalance.config.load import load_config
 from nmbalance.config.model import Config
@@ -179,8 +180,7 @@ class Daemon:
         while True:
             deadline = self.monitor.deadline()
             timeout = None if deadline is None else max(deadline - self.clock(), 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timers_changed.wait(), timeout)
+            await wait_event(self._timers_changed, timeout)
             self._timers_changed.clear()
             self._record(self.monitor.tick(self.clock()))
 
@@ -246,7 +246,7 @@ class Daemon:
             await hooks.run("pre-apply", {"ACTIVE_UPLINKS": _active(plan),
                                           "NMBALANCE_CONFIG": self.config_path})
 
-    def applied(self, plan: Plan, report: ApplyReport, why: str) -> None:
+    def applied(self, plan: Plan, report: ApplyReport, why: str, quiet: bool = False) -> None:
         previous, self.plan = self.plan, plan
         self.ids = {u.name: u.id for u in plan.uplinks}
         facts = self.facts
@@ -261,7 +261,8 @@ class Daemon:
         gone = [u.name for u in plan.uplinks if u.mark in report.conntrack_flushed]
         dropped = (f"; conntrack entries of {', '.join(gone)} dropped in "
                    f"{report.conntrack_ms:.1f} ms" if gone else "")
-        if report.nft_mode or report.routing.added or report.routing.removed or dropped:
+        if not quiet and (report.nft_mode or report.routing.added or report.routing.removed
+                          or dropped):
             log.info("applied (%s, %.1f ms) after %s: %s%s", report.nft_mode or "routes",
                      report.kernel_ms, why, self.summary(), dropped)
         else:

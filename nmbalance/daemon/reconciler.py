@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from nmbalance.aio import wait_event
 from nmbalance.core.backoff import RefusedRoutes, delay
 from nmbalance.core.facts import Facts
 from nmbalance.core.plan import Plan
@@ -58,7 +59,9 @@ class Planner(Protocol):
         """Runs the pre-apply hooks; the apply waits for them."""
         ...
 
-    def applied(self, plan: Plan, report: ApplyReport, why: str) -> None: ...
+    def applied(self, plan: Plan, report: ApplyReport, why: str, quiet: bool) -> None:
+        """`quiet`: the reconciler logs this apply itself (a repair)."""
+        ...
 
 
 def _why(causes: list[str]) -> str:
@@ -139,8 +142,7 @@ class Reconciler:
         while True:
             deadline = self._deadline(self.clock())
             timeout = None if deadline is None else max(deadline - self.clock(), 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_event(self._wake, timeout)
             if self._wake.is_set() and (debounce := self._debounce()):
                 await asyncio.sleep(debounce)
             self._wake.clear()
@@ -213,20 +215,27 @@ class Reconciler:
         started = time.perf_counter()
         if repair:
             await self.kernel.forget(full=True)
+        report = None
         if causes or repair or self.plan is None:
-            await self._reconcile(causes or repair or ["start"], force=bool(repair))
+            report = await self._reconcile(causes or repair or ["start"], force=bool(repair),
+                                           quiet=bool(repair) and not causes)
         drift = list(repair)
         if verify and not repair and self.plan is not None:
             drift = await self.kernel.drift(self.plan)
             if drift:
                 await self.kernel.forget(full=True)
-                await self._reconcile([f"drift ({_why(verify)})"], force=True)
+                report = await self._reconcile([f"drift ({_why(verify)})"], force=True,
+                                               quiet=True)
         if drift:
             self._repairs.append(self.clock())
-            log.info("drift repaired in %.0f ms: %s", (time.perf_counter() - started) * 1000,
-                     "; ".join(drift))
+            how = f" ({report.nft_mode or 'routes'}, {report.kernel_ms:.1f} ms in the kernel)" \
+                if report is not None else ""
+            log.info("drift repaired in %.0f ms%s: %s", (time.perf_counter() - started) * 1000,
+                     how, "; ".join(drift))
 
-    async def _reconcile(self, causes: list[str], force: bool) -> None:
+    async def _reconcile(self, causes: list[str], force: bool, quiet: bool = False
+                         ) -> ApplyReport | None:
+        """Observe, decide, apply; the report of what was applied (None: nothing to)."""
         facts = await self.planner.observe()
         refused = self.refused.active(self.clock())
         self.refused.keep_only(u.name for u in facts.uplinks)
@@ -235,7 +244,7 @@ class Reconciler:
             plan = self.planner.decide(facts, refused)
             self.refused.drop_due(self.clock(), (u.name for u in plan.uplinks if u.routed))
             if plan == self.plan and not force:
-                return
+                return None
             if not hooks_ran:
                 await self.planner.before_apply(plan)
                 hooks_ran = True
@@ -252,6 +261,6 @@ class Reconciler:
             for name in self.refused.accepted(u.name for u in plan.uplinks if u.routed):
                 log.info("%s: the kernel took its routes", name)
             self.plan = plan
-            self.planner.applied(plan, report, _why(causes))
-            return
+            self.planner.applied(plan, report, _why(causes), quiet)
+            return report
         raise ApplyError("routes refused on every attempt")

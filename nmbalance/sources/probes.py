@@ -24,6 +24,7 @@ from typing import Protocol
 
 from icmplib import ICMPLibError, ICMPRequest, ICMPv4Socket, ICMPv6Socket, SocketPermissionError
 
+from nmbalance.aio import raise_if_cancelled
 from nmbalance.config.model import Config, Uplink
 from nmbalance.core.health_machine import Lost, Observation, Reply
 from nmbalance.inet import AnyAddress
@@ -152,6 +153,7 @@ class ProbeScheduler:
                 pass
             finally:
                 prober.close()
+            raise_if_cancelled()  # a stop that came with the restart
 
     async def _until_restart(self) -> None:
         await self._restart.wait()

@@ -310,3 +310,22 @@ def test_ids_are_read_back_from_the_kernel_at_start() -> None:
         assert marks == {"ISP1": 0x300, "ISP2": 0x200, "ISP3": 0x100}
 
     run_daemon(body, kernel=kernel)
+
+
+def test_a_stop_in_the_same_instant_as_a_reload_still_stops(tmp_path: Any) -> None:
+    """Python 3.11's wait_for and TaskGroup can lose a cancellation that lands
+    with their own wake-up: SIGTERM right after SIGHUP once hung the daemon."""
+    config = CONFIG.replace('interface = "wan1"', 'interface = "wan1"\nprobe = ["192.0.2.1"]')
+    path = tmp_path / "nmbalance.toml"
+    path.write_text(config)
+
+    async def body(daemon: Daemon, k: FakeKernel, watch: FakeWatch) -> None:
+        await until(lambda: bool(k.applied))
+        for _ in range(20):
+            await asyncio.sleep(0.05)
+            daemon.reconciler.request("x")
+            daemon.probes.restart()
+        daemon._reload.set()
+        daemon.stop()  # run_daemon then waits at most 5 s for run() to return
+
+    run_daemon(body, config=config, path=str(path))
