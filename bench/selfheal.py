@@ -53,7 +53,8 @@ def inside(fault: str, repair: str) -> None:
     ipr = IPRoute()
 
     def table_back() -> bool:
-        rc, out, _ = nft.cmd("list chains inet nmbalance")
+        # A fresh context each time: one that flushed may answer from its cache.
+        rc, out, _ = nftables.Nftables().cmd("list table inet nmbalance")
         return rc == 0 and "structure_" in out
 
     def rule_back() -> bool:
@@ -85,8 +86,10 @@ def inside(fault: str, repair: str) -> None:
 def timed(lab: Lab, fault: str, repair: str) -> float:
     out = subprocess.run(
         ["ip", "netns", "exec", lab.rtr, sys.executable, __file__, "--inside", fault, repair],
-        check=True, capture_output=True, text=True,
+        capture_output=True, text=True,
         env=dict(os.environ, PYTHONPATH=str(ROOT), DBUS_SYSTEM_BUS_ADDRESS=lab.bus_address))
+    if out.returncode != 0:
+        raise SystemExit(f"{fault} ({repair}): {out.stderr.strip()[-500:]}")
     return float(json.loads(out.stdout.splitlines()[-1])["seconds"])
 
 

@@ -261,8 +261,9 @@ class Daemon:
         gone = [u.name for u in plan.uplinks if u.mark in report.conntrack_flushed]
         dropped = (f"; conntrack entries of {', '.join(gone)} dropped in "
                    f"{report.conntrack_ms:.1f} ms" if gone else "")
-        if not quiet and (report.nft_mode or report.routing.added or report.routing.removed
-                          or dropped):
+        if quiet:
+            pass  # the reconciler says what it repaired
+        elif report.nft_mode or report.routing.added or report.routing.removed or dropped:
             log.info("applied (%s, %.1f ms) after %s: %s%s", report.nft_mode or "routes",
                      report.kernel_ms, why, self.summary(), dropped)
         else:
