@@ -100,7 +100,10 @@ class Daemon:
         loop.set_exception_handler(_quiet_bus_errors)
         if self.bus is not None:
             await self.bus.start(self.config, self.config_path)  # subscribed before any read
-        self.ids = await self.kernel.kernel_ids(self.config)
+        try:
+            self.ids = await self.kernel.kernel_ids(self.config)
+        except Exception as exc:  # unreadable now: ids by config order, the kernel follows
+            log.warning("could not read the uplink ids our table holds: %s", exc)
         for signum, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set),
                                 (signal.SIGHUP, self._reload.set)):
             loop.add_signal_handler(signum, handler)
