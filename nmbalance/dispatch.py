@@ -32,7 +32,7 @@ def _to_syslog() -> None:
 def dispatch(event: str, interface: str, config_path: str) -> str:
     """Returns what was done: "refreshed", "applied", "ignored" or "failed"."""
     _to_syslog()
-    if not _EVENT.match(event) or (interface and validate.ifname(interface) is None):
+    if not _EVENT.fullmatch(event) or (interface and validate.ifname(interface) is None):
         log.warning("ignoring a malformed event %r on %r", event[:40], interface[:40])
         return "ignored"
     reason = f"{event} {interface}".strip()

@@ -51,7 +51,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends debhelper dh-python pybuild-plugin-pyproject \
-    python3-all python3-setuptools groff-base lintian python3-pytest python3-pytest-timeout make \
+    python3-all python3-setuptools groff-base lintian python3-pytest python3-pytest-timeout \
+    python3-hypothesis make \
     >/dev/null
 cd /build/nmbalance-$VERSION
 # -d: the build dependencies are installed above; build-essential (a C compiler)

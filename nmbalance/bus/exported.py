@@ -16,7 +16,7 @@ from nmbalance.bus.service import (
 )
 from nmbalance.config.model import Config
 from nmbalance.core.facts import Facts
-from nmbalance.core.health_machine import Tracker
+from nmbalance.core.health_monitor import HealthMonitor
 from nmbalance.core.plan import Plan
 
 
@@ -54,21 +54,19 @@ class Exported:
                             Uplinks=[uplink_path(n) for n in names])
 
     def publish(self, config: Config, plan: Plan | None, facts: Facts | None,
-                trackers: dict[str, Tracker], disabled: set[str], following: list[str],
+                monitor: HealthMonitor, disabled: set[str], following: list[str],
                 summary: str) -> None:
         self.manager.update(Summary=summary, Following=following)
         for u in config.uplink:
             obj = self.uplinks.get(u.name)
             if obj is None:
                 continue
-            tracker = trackers.get(u.name)
+            tracker = monitor.trackers.get(u.name)
             up = plan.get(u.name) if plan is not None else None
             f = facts.uplink(u.name) if facts is not None else None
             address = next((str(a.ip) for a in (f.addresses if f else ())
                             if isinstance(a, IPv4Interface) and not a.ip.is_link_local), "")
-            loss = None
-            if tracker is not None and tracker.window:
-                loss = 100.0 * tracker.window.count(False) / len(tracker.window)
+            loss = monitor.loss(u.name)  # the figure health judges by
             obj.update(
                 State=up.status.value if up else "",
                 Health=tracker.phase.value if tracker else "",

@@ -18,8 +18,20 @@ def _value(value: Any) -> str:
         return str(value[0]) if value[0] == value[1] else f'"{value[0]}-{value[1]}"'
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+    return _string(str(value))
+
+
+def _string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _pairs(model: BaseModel) -> list[tuple[str, Any]]:

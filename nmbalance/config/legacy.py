@@ -27,15 +27,23 @@ _HEALTH_OPTIONS = (
 )
 OPTIONS = ("mode", "forwarding_group", "warn_email", *_HEALTH_OPTIONS)
 
-_OPTION = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
-_TABLE_ROW = re.compile(r"^\S+\s+\S+\s+(isp|lan)(\s|$)", re.IGNORECASE)
+_OPTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _option(line: str) -> tuple[str, str] | None:
+    """`key=value` (no regex over the value: a crafted line must cost linear time)."""
+    key, eq, value = line.partition("=")
+    key = key.strip()
+    if not eq or not _OPTION_KEY.fullmatch(key):
+        return None
+    return key, value.strip()
 
 
 def looks_legacy(text: str) -> bool:
     """True when the text carries a balance.conf service table."""
-    for line in text.splitlines():
-        stripped = line.split("#", 1)[0].strip()
-        if stripped and _TABLE_ROW.match(stripped):
+    for line in text.split("\n"):
+        fields = line.split("#", 1)[0].split(None, 3)
+        if len(fields) >= 3 and fields[2].lower() in ("isp", "lan"):
             return True
     return False
 
@@ -46,8 +54,9 @@ def _suggest(word: str, choices: tuple[str, ...]) -> str:
 
 
 def _integer(value: str) -> int | str:
-    # Leave non-numbers to pydantic, which says what it expected.
-    return int(value) if re.fullmatch(r"-?\d+", value) else value
+    # Leave non-numbers (and numbers no setting can hold) to pydantic, which says
+    # what it expected.
+    return int(value) if re.fullmatch(r"-?[0-9]{1,18}", value) else value
 
 
 def parse_legacy(text: str, source: str) -> tuple[dict[str, Any], dict[Path, int]]:
@@ -55,12 +64,12 @@ def parse_legacy(text: str, source: str) -> tuple[dict[str, Any], dict[Path, int
     lines: dict[Path, int] = {}
     health: dict[str, Any] = {}
     groups: list[dict[str, Any]] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        if m := _OPTION.match(line):
-            key, value = m.group(1), m.group(2)
+        if option := _option(line):
+            key, value = option
             if key not in OPTIONS:
                 raise ConfigError(
                     source, f"unknown option {key!r}{_suggest(key, OPTIONS)}", line=number, field=key

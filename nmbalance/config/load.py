@@ -7,6 +7,8 @@ and saying what was expected; unknown keys get a "did you mean".
 from __future__ import annotations
 
 import difflib
+import functools
+import re
 import tomllib
 import types
 import typing
@@ -21,16 +23,28 @@ from nmbalance.config.toml_lines import Path, key_lines, line_of
 from nmbalance.errors import ConfigError, ConfigErrors
 
 DEFAULT_PATH = "/etc/nmbalance/nmbalance.toml"
+MAX_SIZE = 16 << 20  # far beyond any real config; bounds what a crafted one can cost
+MAX_REPORTED = 20  # errors listed for one file; the rest are counted
 
 
 def load_config(path: str | FsPath) -> Config:
     source = str(path)
     try:
-        text = FsPath(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_SIZE + 1)
     except FileNotFoundError:
         raise ConfigError(source, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, f"cannot read: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(source, f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_SIZE:
+        raise ConfigError(source, f"larger than {MAX_SIZE >> 20} MiB: not a config file", line=1)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(source, f"not UTF-8 text: byte {data[exc.start]:#04x} at column "
+                                  f"{column}", line=line) from None
     return load_config_text(text, source)
 
 
@@ -45,29 +59,60 @@ def parse_text(text: str, source: str) -> tuple[dict[str, Any], dict[Path, int]]
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        line = None
-        if "(at line " in message:
-            message, _, where = message.partition(" (at line ")
-            line = int(where.split(",")[0])
-        raise ConfigError(source, f"not valid TOML: {message}", line=line) from None
+        message, line = str(exc), None
+        if m := re.search(r" \(at line (\d+), column (\d+)\)$", message):
+            message, line = f"{message[:m.start()]} at column {m.group(2)}", int(m.group(1))
+        elif message.endswith(" (at end of document)"):
+            message, line = message.removesuffix(" (at end of document)") + " at the end", \
+                text.count("\n") + 1
+        raise ConfigError(source, f"not valid TOML: {message}", line=line or 1) from None
+    except ValueError:  # an integer too long for Python to convert
+        raise _too_long(text, source) from None
+    except RecursionError:
+        raise ConfigError(source, "not valid TOML: arrays or tables nested too deeply",
+                          line=_deepest_line(text)) from None
     return data, key_lines(text)
+
+
+def _too_long(text: str, source: str) -> ConfigError:
+    m = re.search(r"[0-9_]{4000,}", text)
+    line = text.count("\n", 0, m.start()) + 1 if m else 1
+    return ConfigError(source, "a number with thousands of digits", line=line)
+
+
+def _deepest_line(text: str, limit: int = 100) -> int:
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += (ch in "[{") - (ch in "]}")
+        if depth > limit:
+            return text.count("\n", 0, i) + 1
+    return 1
 
 
 def validate(data: dict[str, Any], lines: dict[Path, int], source: str) -> Config:
     try:
         config = Config.model_validate(data, context={"defer_cross_check": True})
     except ValidationError as exc:
-        raise ConfigErrors(_merge_alternatives(
-            [_to_config_error(e, lines, source) for e in exc.errors()]
-        )) from None
+        raise _reported(_merge_alternatives(
+            [_to_config_error(e, lines, source) for e in exc.errors(include_url=False)]
+        ), source) from None
     problems = cross_check(config)
     if problems:
-        raise ConfigErrors(
+        raise _reported(
             [ConfigError(source, msg, line=line_of(lines, loc), field=field_path(loc))
-             for loc, msg in problems]
-        )
+             for loc, msg in problems], source)
     return config
+
+
+def _reported(errors: list[ConfigError], source: str) -> ConfigErrors:
+    """The first MAX_REPORTED errors, and how many more there are."""
+    if len(errors) <= MAX_REPORTED:
+        return ConfigErrors(errors)
+    more = len(errors) - MAX_REPORTED
+    last = errors[MAX_REPORTED]
+    return ConfigErrors([*errors[:MAX_REPORTED], ConfigError(
+        source, f"... and {more} more problem{'s' if more > 1 else ''}", line=last.line,
+        field=last.field)])
 
 
 def _merge_alternatives(errors: list[ConfigError]) -> list[ConfigError]:
@@ -121,8 +166,13 @@ def _to_config_error(error: Any, lines: dict[Path, int], source: str) -> ConfigE
         hint = f"; did you mean {close[0]!r}?" if close else ""
         message = f"unknown key {key!r}{hint}"
     elif "input" in error and not isinstance(error["input"], dict | list):
-        message = f"{message} (got {error['input']!r})"
+        message = f"{message} (got {_short(error['input'])})"
     return ConfigError(source, message, line=line_of(lines, loc), field=field_path(loc) or None)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _model_fields(model: type[BaseModel]) -> dict[str, Any]:
@@ -151,7 +201,8 @@ def _fields_at(loc: Path) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def _all_field_names() -> set[str]:
+@functools.cache
+def _all_field_names() -> frozenset[str]:
     names: set[str] = set()
     pending: list[type[BaseModel]] = [Config]
     while pending:
@@ -161,4 +212,4 @@ def _all_field_names() -> set[str]:
             nested = _nested_model(annotation)
             if nested is not None and nested is not model:
                 pending.append(nested)
-    return names
+    return frozenset(names)

@@ -1,16 +1,19 @@
 """The configuration model (contract: DESIGN.md "Config").
 
 Every model forbids unknown keys, so a typo is an error with a suggestion
-rather than a silently ignored setting.
+rather than a silently ignored setting. Types are strict, as TOML has types
+(`weight = true` or `interval_ms = "2000"` is an error, not 1 or 2000), and
+every number, string and list is bounded, so no input can make validation
+slow or a rendered table huge.
 """
 
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -20,7 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from nmbalance.inet import AnyAddress, AnyNetwork
+from nmbalance.config.values import (
+    DnsServer,
+    GatewayAddress,
+    LanHost,
+    Prefix,
+    ProbeTarget,
+    printable,
+)
 
 METHOD_ALIASES = {"balanced": "weighted", "failover": "priority"}
 
@@ -57,9 +67,9 @@ def _port_spec(value: object) -> object:
         raise ValueError("expected a port number or a range like \"1000-2000\"")
     if isinstance(value, int):
         low = high = value
-    elif isinstance(value, str) and (m := _PORT_RANGE.match(value)):
+    elif isinstance(value, str) and (m := _PORT_RANGE.fullmatch(value)):
         low, high = int(m.group(1)), int(m.group(2))
-    elif isinstance(value, str) and value.isdigit():
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 5:
         low = high = int(value)
     else:
         raise ValueError("expected a port number or a range like \"1000-2000\"")
@@ -69,26 +79,46 @@ def _port_spec(value: object) -> object:
 
 
 PortSpec = Annotated[tuple[int, int], BeforeValidator(_port_spec)]
-# Addresses for sendmail's To: header, comma-separated; no spaces or newlines, so
-# nothing can be injected into the message.
-_MAILBOX = r"[^\s@,;<>]+(@[^\s@,;<>]+)?"
+# Addresses for sendmail's To: header, comma-separated; no spaces, control
+# characters or newlines, so nothing can be injected into the message.
+_MAILBOX = r"[^\s\x00-\x1f\x7f@,;<>]+(@[^\s\x00-\x1f\x7f@,;<>]+)?"
 EMAIL_LIST = rf"^{_MAILBOX}(,{_MAILBOX})*$"
 
 
+Text = Annotated[str, Field(min_length=1, max_length=256),
+                 AfterValidator(lambda v: printable(v, "text"))]
+# An absolute path: printable, so logs and `convert` output stay one line each.
+FilePath = Annotated[str, Field(max_length=4096, pattern=r"^/"),
+                     AfterValidator(lambda v: printable(v, "path"))]
+# Where an empty value ("") means "none", as for snippets_dir.
+OptionalPath = Annotated[str, Field(max_length=4096, pattern=r"^(/.*)?$"),
+                         AfterValidator(lambda v: printable(v, "path"))]
+# Routing protocol numbers other programs own (iproute2's rt_protos): ours must
+# never be one of them, or we would take their routes for ours and delete them.
+RESERVED_PROTOCOLS = {
+    0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated", 9: "ra",
+    10: "mrt", 11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp", 15: "ntk", 16: "dhcp",
+    17: "mrouted", 18: "keepalived", 42: "babel", 99: "openr", 186: "bgp", 187: "isis",
+    188: "ospf", 189: "rip", 192: "eigrp",
+}
+FREE_PROTOCOLS = (200, 254)  # unassigned by iproute2 and by the routing daemons it lists
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True,
+                              strict=True)
 
 
 class Uplink(Strict):
     name: Name
     interface: IfName | None = None
-    connection: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    connection: Text | None = None
     weight: Annotated[int, Field(ge=1, le=1000)] = 1
-    gateway: Literal["auto"] | AnyAddress = "auto"
-    probe: list[AnyAddress] = []
-    dns: list[AnyAddress] = []
+    gateway: Literal["auto"] | GatewayAddress = "auto"
+    probe: Annotated[list[ProbeTarget], Field(max_length=16)] = []
+    dns: Annotated[list[DnsServer], Field(max_length=16)] = []
     masquerade: bool = True
-    capacity_mbps: Annotated[float, Field(gt=0)] | None = None
+    capacity_mbps: Annotated[float, Field(gt=0, le=10_000_000)] | None = None
 
     @model_validator(mode="after")
     def _needs_a_device(self) -> Uplink:
@@ -118,11 +148,11 @@ class HealthSettings(Strict):
     min_successive_pkts_rcvd: Annotated[int, Field(ge=1, le=1000)] = 5
     loss_window: Annotated[int, Field(ge=4, le=1000)] = 20
     # Median round-trip time above which an uplink is degraded; unset: never.
-    max_latency_ms: Annotated[int, Field(ge=1)] | None = None
+    max_latency_ms: Annotated[int, Field(ge=1, le=60_000)] | None = None
     # A degraded uplink stays in rotation with this percentage of its weight (its share
     # of new connections); under priority, healthy uplinks rank before degraded ones.
     degraded_weight_percent: Annotated[int, Field(ge=1, le=100)] = 50
-    long_down_time: Annotated[int, Field(ge=0)] = 120
+    long_down_time: Annotated[int, Field(ge=0, le=7 * 86400)] = 120
     # Seconds an uplink must stay healthy before it takes new traffic again; doubled for
     # each further failure within flap_window, up to max_hold_time.
     hold_time: Annotated[float, Field(ge=0, le=3600)] = 5.0
@@ -150,7 +180,7 @@ class HealthSettings(Strict):
 class DaemonSettings(Strict):
     """How `nmbalance run` behaves."""
 
-    hooks_dir: str | None = "/etc/nmbalance/hooks.d"
+    hooks_dir: OptionalPath | None = "/etc/nmbalance/hooks.d"
     hook_timeout: Annotated[float, Field(gt=0, le=3600)] = 10.0
     # What SIGTERM leaves behind: "keep" the last applied state (flows keep
     # their uplink across a restart) or "flush" everything nmbalance installed.
@@ -161,36 +191,21 @@ class DaemonSettings(Strict):
     # rules), on top of the kernel's own change events; 0: events only.
     verify_interval: Annotated[float, Field(ge=0, le=3600)] = 15.0
     # The program warn_email hands messages to; unset: /usr/sbin/sendmail or /usr/lib/sendmail.
-    sendmail: Annotated[str, Field(pattern=r"^/[^\x00]*$")] | None = None
+    sendmail: FilePath | None = None
 
 
 class Rule(Strict):
     name: Name
-    src: list[AnyNetwork] = []
-    dst: list[AnyNetwork] = []
-    proto: Literal["tcp", "udp", "sctp", "icmp", "icmpv6"] | None = None
-    sport: list[PortSpec] = []
-    dport: list[PortSpec] = []
-    iif: list[IfName] = []
+    src: Annotated[list[Prefix], Field(max_length=1024)] = []
+    dst: Annotated[list[Prefix], Field(max_length=1024)] = []
+    proto: Literal["tcp", "udp", "sctp", "icmp"] | None = None  # no icmpv6: IPv4 only yet
+    sport: Annotated[list[PortSpec], Field(max_length=64)] = []
+    dport: Annotated[list[PortSpec], Field(max_length=64)] = []
+    iif: Annotated[list[IfName], Field(max_length=64)] = []
     method: MethodName
-    uplinks: Annotated[list[Name], Field(min_length=1)]
+    uplinks: Annotated[list[Name], Field(min_length=1, max_length=255)]
     persistence_by: PersistenceKey | None = None
     persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] | None = None
-
-    @field_validator("src", "dst", mode="before")
-    @classmethod
-    def _strict_networks(cls, value: object) -> object:
-        # "192.0.2.1/24" has host bits set: almost always a typo, so say so.
-        if isinstance(value, list):
-            for item in value:
-                if isinstance(item, str) and "/" in item:
-                    from ipaddress import ip_network
-
-                    try:
-                        ip_network(item, strict=True)
-                    except ValueError as exc:
-                        raise ValueError(str(exc)) from None
-        return value
 
     @model_validator(mode="after")
     def _coherent(self) -> Rule:
@@ -204,12 +219,33 @@ class Rule(Strict):
 
 
 class KernelSettings(Strict):
-    table: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")] = "nmbalance"
+    # Always "nmbalance..." so it can never be an nft keyword or another program's table.
+    table: Annotated[str, Field(pattern=r"^nmbalance[A-Za-z0-9_]{0,23}$")] = "nmbalance"
     mark_mask: Annotated[int, Field(gt=0, le=0xFFFFFFFF)] = 0x0000FF00
     route_table_base: Annotated[int, Field(ge=256, le=0xFFFF0000)] = 7700
     rule_priority_base: Annotated[int, Field(ge=1, le=32000)] = 7700
-    route_protocol: Annotated[int, Field(ge=5, le=255)] = 211
+    route_protocol: int = 211
     flush_conntrack: bool = True
+
+    @field_validator("table", mode="before")
+    @classmethod
+    def _table_name(cls, value: object) -> object:
+        if isinstance(value, str) and not value.startswith("nmbalance"):
+            raise ValueError(f"table {value!r} must start with \"nmbalance\" (so it can never "
+                             "be an nft keyword or another program's table)")
+        return value
+
+    @field_validator("route_protocol")
+    @classmethod
+    def _free_protocol(cls, proto: int) -> int:
+        low, high = FREE_PROTOCOLS
+        if proto in RESERVED_PROTOCOLS:
+            raise ValueError(f"route_protocol {proto} is {RESERVED_PROTOCOLS[proto]!r}'s: "
+                             f"nmbalance would take its routes for its own; use {low}-{high}")
+        if not low <= proto <= high:
+            raise ValueError(f"route_protocol must be {low}-{high}, numbers no standard "
+                             "routing daemon uses")
+        return proto
 
     @field_validator("mark_mask")
     @classmethod
@@ -234,15 +270,15 @@ class FirewallSettings(Strict):
 
 
 class ForwardingGroup(Strict):
-    members: Annotated[list[Name], Field(min_length=2)]
+    members: Annotated[list[Name], Field(min_length=2, max_length=512)]
 
 
 class PortForward(Strict):
     name: Name | None = None
-    uplinks: list[Name] = []
+    uplinks: Annotated[list[Name], Field(max_length=255)] = []
     proto: Literal["tcp", "udp"] = "tcp"
     port: PortSpec
-    to: IPv4Address
+    to: LanHost
     to_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
 
@@ -250,17 +286,17 @@ class Config(Strict):
     mode: MethodName = "weighted"
     persistence_by: PersistenceKey = "source"
     persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
-    uplink: Annotated[list[Uplink], Field(min_length=1)]
-    lan: list[Lan] = []
+    uplink: Annotated[list[Uplink], Field(min_length=1, max_length=255)]
+    lan: Annotated[list[Lan], Field(max_length=256)] = []
     health: HealthSettings = HealthSettings()
-    rule: list[Rule] = []
+    rule: Annotated[list[Rule], Field(max_length=10_000)] = []
     kernel: KernelSettings = KernelSettings()
     firewall: FirewallSettings = FirewallSettings()
     daemon: DaemonSettings = DaemonSettings()
-    forwarding_group: list[ForwardingGroup] = []
-    port_forward: list[PortForward] = []
-    snippets_dir: str | None = "/etc/nmbalance/nft.d"
-    warn_email: Annotated[str, Field(pattern=EMAIL_LIST)] | None = None
+    forwarding_group: Annotated[list[ForwardingGroup], Field(max_length=256)] = []
+    port_forward: Annotated[list[PortForward], Field(max_length=4096)] = []
+    snippets_dir: OptionalPath | None = "/etc/nmbalance/nft.d"
+    warn_email: Annotated[str, Field(max_length=1024, pattern=EMAIL_LIST)] | None = None
 
     @model_validator(mode="after")
     def _cross_references(self, info: ValidationInfo) -> Config:
@@ -299,11 +335,6 @@ def cross_check(config: Config) -> list[tuple[Loc, str]]:
                 problems.append(((*loc, "interface"), f"interface {iface!r} is already used"))
             seen_ifaces.setdefault(iface, loc)
     uplinks = {u.name for u in config.uplink}
-    for i, u in enumerate(config.uplink):
-        if any(target.version == 6 for target in u.probe):
-            # Probes must leave through the uplink's own table, and per-uplink
-            # IPv6 tables are not set up yet: such a probe would judge the wrong path.
-            problems.append((("uplink", i, "probe"), "IPv6 probe targets are not supported yet"))
     for i, rule in enumerate(config.rule):
         for name in rule.uplinks:
             if name not in uplinks:

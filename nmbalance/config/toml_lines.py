@@ -1,67 +1,150 @@
 """Where each key of a TOML document sits, so errors can name a line.
 
-tomllib returns plain values without positions; this walks the text once and
-records the line of every table header and key, keyed by the same path
-pydantic reports (`("uplink", 1, "weight")`). It only needs to be right for
-documents tomllib already accepted.
+tomllib returns plain values without positions; this walks the text once, in
+linear time, and records the line of every table header and key, keyed by the
+same path pydantic reports (`("uplink", 1, "weight")`). It follows TOML's own
+idea of a line (only "\\n" ends one, not U+2028 or a form feed) and skips what
+sits inside strings, multi-line strings and multi-line arrays. It only needs
+to be right for documents tomllib already accepted.
 """
 
 from __future__ import annotations
 
-import re
-
 Path = tuple[str | int, ...]
 
-_ARRAY_HEADER = re.compile(r"^\s*\[\[\s*([^\]]+?)\s*\]\]")
-_TABLE_HEADER = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
+_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
-def _split_key(key: str) -> list[str]:
-    return [part.strip().strip("\"'") for part in key.split(".")]
+def _quoted(text: str, i: int) -> tuple[str, int]:
+    """The quoted key at text[i] (a quote) and the index after it."""
+    quote, out, i = text[i], [], i + 1
+    while i < len(text) and text[i] != quote:
+        if quote == '"' and text[i] == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])  # close enough for a position: the key itself differs
+            i += 2
+            continue
+        out.append(text[i])
+        i += 1
+    return "".join(out), i + 1
 
 
-def _bracket_depth(value: str) -> int:
-    depth = 0
-    quote = ""
-    for ch in value:
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "#":
-            break
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-    return depth
+def parse_key(text: str, i: int) -> tuple[list[str], int]:
+    """A dotted key starting at text[i]: its parts and the index after it."""
+    parts: list[str] = []
+    while i < len(text):
+        while i < len(text) and text[i] in " \t":
+            i += 1
+        if i < len(text) and text[i] in "\"'":
+            part, i = _quoted(text, i)
+        else:
+            start = i
+            while i < len(text) and text[i] in _BARE:
+                i += 1
+            part = text[start:i]
+            if not part:
+                return parts, i
+        parts.append(part)
+        while i < len(text) and text[i] in " \t":
+            i += 1
+        if i < len(text) and text[i] == ".":
+            i += 1
+            continue
+        break
+    return parts, i
+
+
+class _Scanner:
+    """What the rest of a line leaves open: a multi-line string, or brackets."""
+
+    def __init__(self) -> None:
+        self.string = ""  # the delimiter of an open multi-line string
+        self.depth = 0
+
+    @property
+    def open(self) -> bool:
+        return bool(self.string) or self.depth > 0
+
+    def feed(self, line: str, i: int = 0) -> None:
+        n = len(line)
+        while i < n:
+            if self.string:
+                end = self._close(line, i)
+                if end < 0:
+                    return
+                self.string, i = "", end
+                continue
+            ch = line[i]
+            if ch == "#":
+                return
+            if line.startswith('"""', i) or line.startswith("'''", i):
+                self.string, i = line[i:i + 3], i + 3
+            elif ch in "\"'":
+                i = self._single(line, i)
+            elif ch in "[{":
+                self.depth, i = self.depth + 1, i + 1
+            elif ch in "]}":
+                self.depth, i = max(self.depth - 1, 0), i + 1
+            else:
+                i += 1
+
+    def _close(self, line: str, i: int) -> int:
+        """The index after the open multi-line string's end on this line, or -1."""
+        delim = self.string
+        while True:
+            j = line.find(delim, i)
+            if j < 0:
+                return -1
+            if delim == '"""':
+                k = j  # count the backslashes before it: an odd number escapes it
+                while k > i and line[k - 1] == "\\":
+                    k -= 1
+                if (j - k) % 2:
+                    i = j + 1
+                    continue
+            # Up to two more quotes may belong to the content: """a""""" ends after them.
+            end = j + 3
+            while end < len(line) and line[end] == delim[0] and end - j < 5:
+                end += 1
+            return end
+
+    @staticmethod
+    def _single(line: str, i: int) -> int:
+        quote, i = line[i], i + 1
+        while i < len(line) and line[i] != quote:
+            i += 2 if quote == '"' and line[i] == "\\" else 1
+        return i + 1
 
 
 def key_lines(text: str) -> dict[Path, int]:
     lines: dict[Path, int] = {}
     counts: dict[tuple[str, ...], int] = {}
     prefix: Path = ()
-    depth = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if depth > 0:  # inside a multi-line array or inline table
-            depth += _bracket_depth(line)
+    scan = _Scanner()
+    for number, line in enumerate(text.split("\n"), start=1):
+        if scan.open:  # inside a multi-line string, array or inline table
+            scan.feed(line)
             continue
-        if m := _ARRAY_HEADER.match(line):
-            parts = tuple(_split_key(m.group(1)))
-            index = counts.get(parts, 0)
-            counts[parts] = index + 1
+        stripped = line.lstrip(" \t")
+        start = len(line) - len(stripped)
+        if stripped.startswith("[["):
+            parts, end = parse_key(line, start + 2)
+            index = counts.get(tuple(parts), 0)
+            counts[tuple(parts)] = index + 1
             prefix = (*parts, index)
-            lines.setdefault(parts, number)
+            lines.setdefault(tuple(parts), number)
             lines[prefix] = number
-        elif m := _TABLE_HEADER.match(line):
-            prefix = tuple(_split_key(m.group(1)))
+            scan.feed(line, line.find("]]", end) + 2 if "]]" in line[end:] else len(line))
+        elif stripped.startswith("["):
+            parts, end = parse_key(line, start + 1)
+            prefix = tuple(parts)
             lines.setdefault(prefix, number)
-        elif m := _KEY.match(line):
-            path = (*prefix, *_split_key(m.group(1)))
-            lines.setdefault(path, number)
-            depth = _bracket_depth(line[m.end():])
+            scan.feed(line, line.find("]", end) + 1 if "]" in line[end:] else len(line))
+        elif stripped and stripped[0] != "#":
+            parts, end = parse_key(line, start)
+            rest = line[end:].lstrip(" \t")
+            if parts and rest.startswith("="):
+                lines.setdefault((*prefix, *parts), number)
+                scan.feed(line, len(line) - len(rest) + 1)
     return lines
 
 

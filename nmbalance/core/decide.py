@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv4Network, IPv6Network, collapse_addresses
+from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 
 from nmbalance.config.model import Config, Rule
 from nmbalance.core.facts import Facts, GatewaySource, Health, UplinkFacts
@@ -27,6 +27,7 @@ from nmbalance.core.ruleset import (
     TableSpec,
     ident,
     render_contents,
+    render_snippets,
     render_structure,
     rule_group,
     sticky_sets,
@@ -124,7 +125,7 @@ def _ports(spans: Sequence[tuple[int, int]]) -> str:
 
 
 def rule_matches(rule: Rule) -> list[str]:
-    """nft match expressions for a [[rule]]: one per address family it covers."""
+    """nft match expressions for a [[rule]] (IPv4: the config takes no IPv6 prefixes yet)."""
     common: list[str] = []
     if rule.iif:
         common.append("iifname { " + ", ".join(f'"{i}"' for i in rule.iif) + " }")
@@ -135,31 +136,18 @@ def rule_matches(rule: Rule) -> list[str]:
         if rule.dport:
             common.append(f"th dport {{ {_ports(rule.dport)} }}")
     elif rule.proto is not None:
-        common.append("meta l4proto " + ("icmp" if rule.proto == "icmp" else "ipv6-icmp"))
-    if not rule.src and not rule.dst:
-        return [" ".join(common)]
-    out = []
-    for version, key in ((4, "ip"), (6, "ip6")):
-        src = [str(n) for n in rule.src if n.version == version]
-        dst = [str(n) for n in rule.dst if n.version == version]
-        if (rule.src and not src) or (rule.dst and not dst):
-            continue
-        parts = []
-        if src:
-            parts.append(f"{key} saddr {{ {', '.join(src)} }}")
-        if dst:
-            parts.append(f"{key} daddr {{ {', '.join(dst)} }}")
-        out.append(" ".join(parts + common))
-    return out
+        common.append("meta l4proto icmp")
+    parts = []
+    if rule.src:
+        parts.append(f"ip saddr {{ {', '.join(str(n) for n in rule.src)} }}")
+    if rule.dst:
+        parts.append(f"ip daddr {{ {', '.join(str(n) for n in rule.dst)} }}")
+    return [" ".join(parts + common)]
 
 
-def _collapse(networks: Iterable[AnyNetwork], version: int) -> tuple[str, ...]:
-    nets = [n for n in networks if n.version == version and n.prefixlen > 0]
-    if version == 4:
-        v4 = [n for n in nets if isinstance(n, IPv4Network)]
-        return tuple(str(n) for n in collapse_addresses(v4))
-    v6 = [n for n in nets if isinstance(n, IPv6Network)]
-    return tuple(str(n) for n in collapse_addresses(v6))
+def _collapse4(networks: Iterable[AnyNetwork]) -> tuple[str, ...]:
+    v4 = [n for n in networks if isinstance(n, IPv4Network) and n.prefixlen > 0]
+    return tuple(str(n) for n in collapse_addresses(v4))
 
 
 def _rule_groups(config: Config) -> list[tuple[Rule, str]]:
@@ -301,7 +289,8 @@ def decide(
     return Plan(
         uplinks=tuple(uplinks),
         nft=NftPlan(table=spec.name, digest=digest, structure=structure,
-                    contents_text=render_contents(spec, contents), spec=spec, contents=contents),
+                    contents_text=render_contents(spec, contents), spec=spec, contents=contents,
+                    snippets_text=render_snippets(spec)),
         routes=tuple(sorted(routes)),
         rules=tuple(sorted(rules)),
         mark_mask=layout.mask,
@@ -330,12 +319,17 @@ def _contents(
     for d in per.values():
         bypass += [a.network for a in d.facts.addresses]
     dns4: dict[str, str] = {}
-    dns6: dict[str, str] = {}
     for u in config.uplink:
-        d = per[u.name]
-        if d.routed:
-            for addr in d.facts.dns or tuple(u.dns):
-                (dns4 if addr.version == 4 else dns6).setdefault(str(addr), idents[u.name])
+        # Only uplinks that take traffic: a dead one's DNS server would be unreachable.
+        if per[u.name].routed and u.name in usable:
+            for addr in per[u.name].facts.dns or tuple(u.dns):
+                if isinstance(addr, IPv4Address):
+                    dns4.setdefault(str(addr), idents[u.name])
+    # Addresses of routed uplinks, but not of the one holding the main table's default
+    # route: the kernel gives every unbound socket that one's address.
+    source4 = {str(a.ip): idents[u.name] for u in config.uplink
+               if per[u.name].routed and per[u.name].interface != facts.main_default
+               for a in per[u.name].facts.addresses if isinstance(a.ip, IPv4Address)}
     lan_ifaces = [lan.interface for lan in config.lan]
     uplink_if = {n: i for n, i in present.items() if i}
     if config.forwarding_group:
@@ -358,10 +352,9 @@ def _contents(
     return TableContents(
         live=tuple(sorted(layout.mark(uid[n]) for n in usable)),
         weights=slot_map,
-        bypass4=_collapse(bypass, 4),
-        bypass6=_collapse(bypass, 6),
+        bypass4=_collapse4(bypass),
         dns4=dns4,
-        dns6=dns6,
+        source4=source4,
         inbound={i: idents[n] for n, i in uplink_if.items()},
         masquerade=tuple(uplink_if[u.name] for u in config.uplink
                          if u.masquerade and u.name in uplink_if),

@@ -55,6 +55,10 @@ class Facts:
     lans: tuple[LanFacts, ...] = ()
     # Connected networks and non-default routes of the main table: never balanced.
     bypass: tuple[AnyNetwork, ...] = ()
+    # The interface of the main table's preferred default route: the kernel gives an
+    # unbound socket that interface's address, so only other uplinks' addresses say
+    # that a socket chose its uplink by binding to it.
+    main_default: str | None = None
 
     def uplink(self, name: str) -> UplinkFacts:
         for facts in self.uplinks:

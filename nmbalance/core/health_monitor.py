@@ -17,6 +17,7 @@ from nmbalance.core.health_machine import (
     Tracker,
     Transition,
     deadline,
+    loss_percent,
     step,
 )
 
@@ -93,6 +94,12 @@ class HealthMonitor:
         times = [d for name, t in self.trackers.items()
                  if (d := deadline(self.policies[name], t)) is not None]
         return min(times) if times else None
+
+    def loss(self, uplink: str) -> float | None:
+        """Loss over the window, as the health machine judges it (loss_percent)."""
+        if uplink not in self.trackers:
+            return None
+        return loss_percent(self.policies[uplink], self.trackers[uplink])
 
     def phase(self, uplink: str) -> Phase:
         return self.trackers[uplink].phase

@@ -88,6 +88,7 @@ class NftPlan:
     contents_text: str  # flush + add element commands that fill it (rendered from contents)
     spec: TableSpec
     contents: TableContents  # what health and discovery change, as data
+    snippets_text: str = ""  # the administrator's snippets, applied after the table
 
     @property
     def sticky_sets(self) -> dict[str, str]:
@@ -95,7 +96,7 @@ class NftPlan:
         return sticky_sets(self.spec)
 
     def full_transaction(self) -> str:
-        return self.structure + self.contents_text
+        return self.structure + self.snippets_text + self.contents_text
 
 
 @dataclass(frozen=True)

@@ -42,11 +42,7 @@ def restore_chain(uplink: str) -> str:
     """The chain the restore map sends an uplink's flows to (uplink: its ident)."""
     return f"rs_{uplink}"
 
-STICKY_KEYS = {
-    "source": ("ip saddr", "ip6 saddr"),
-    "destination": ("ip daddr", "ip6 daddr"),
-    "pair": ("ip saddr . ip daddr", "ip6 saddr . ip6 daddr"),
-}
+STICKY_KEYS = {"source": "ip saddr", "destination": "ip daddr", "pair": "ip saddr . ip daddr"}
 
 
 @dataclass(frozen=True)
@@ -89,7 +85,7 @@ class TableSpec:
     allow_ssh: bool = True
     ssh_port: int = 22
     port_forwards: tuple[PortForwardSpec, ...] = ()
-    snippets: tuple[tuple[str, str], ...] = ()  # (file name, nft text)
+    snippets: tuple[tuple[str, str], ...] = ()  # (file path, nft text)
 
 
 @dataclass(frozen=True)
@@ -97,9 +93,8 @@ class TableContents:
     live: tuple[int, ...] = ()
     weights: Mapping[str, Sequence[tuple[int, int, str]]] = field(default_factory=dict)
     bypass4: tuple[str, ...] = ()
-    bypass6: tuple[str, ...] = ()
     dns4: Mapping[str, str] = field(default_factory=dict)  # address -> uplink ident
-    dns6: Mapping[str, str] = field(default_factory=dict)
+    source4: Mapping[str, str] = field(default_factory=dict)  # an uplink's address -> its ident
     inbound: Mapping[str, str] = field(default_factory=dict)  # ifname -> uplink ident
     masquerade: tuple[str, ...] = ()
     forward_pairs: tuple[tuple[str, str], ...] = ()
@@ -107,19 +102,24 @@ class TableContents:
     dead_sticky_sets: tuple[str, ...] = ()
 
 
-def sticky_set(group: str, uplink: str, family: int) -> str:
-    return f"st{family}_{group}__{uplink}"
+def sticky_set(group: str, uplink: str) -> str:
+    return f"st_{group}__{uplink}"
 
 
 def sticky_sets(spec: TableSpec) -> dict[str, str]:
     """Every sticky set name -> the uplink ident its members are pinned to."""
     return {
-        sticky_set(g.ident, u, fam): u
+        sticky_set(g.ident, u): u
         for g in spec.groups
         if g.kind == "persistence"
         for u in g.uplinks
-        for fam in (4, 6)
     }
+
+
+def sticky_timeouts(spec: TableSpec) -> dict[str, int]:
+    """Every sticky set name -> its timeout in seconds."""
+    return {sticky_set(g.ident, u): g.persistence_timeout
+            for g in spec.groups if g.kind == "persistence" for u in g.uplinks}
 
 
 def learn_chain(group: str, uplink: str) -> str:
@@ -140,13 +140,17 @@ def _quoted(names: Iterable[str]) -> str:
     return ", ".join(f'"{n}"' for n in names)
 
 
+def render_snippets(spec: TableSpec) -> str:
+    """The administrator's snippets, each after a comment naming its file."""
+    return "".join(f"# snippet {path}\n{text.rstrip()}\n" for path, text in spec.snippets)
+
+
 def render_structure(spec: TableSpec) -> tuple[str, str]:
     """The whole table with empty sets and maps, replacing any old one in the
-    same transaction; and its digest, which the table carries by name."""
+    same transaction; and its digest (of the table and the snippets applied
+    with it), which the table carries by name."""
     body = _table_body(spec)
-    for name, snippet in spec.snippets:
-        body += f"# snippet {name}\n{snippet.rstrip()}\n"
-    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+    digest = hashlib.sha256((body + render_snippets(spec)).encode()).hexdigest()[:16]
     t = spec.name
     head = (f"table inet {t} {{}}\ndelete table inet {t}\ntable inet {t} {{\n"
             f'  comment "nmbalance {digest}"\n  chain {DIGEST_CHAIN_PREFIX}{digest} {{}}\n')
@@ -159,10 +163,9 @@ def _table_body(spec: TableSpec) -> str:
     add = out.append
     add("  set live { type mark; }")
     add("  set bypass4 { type ipv4_addr; flags interval; auto-merge; }")
-    add("  set bypass6 { type ipv6_addr; flags interval; auto-merge; }")
     add("  set masq { type ifname; }")
     add("  map dns4 { type ipv4_addr : verdict; }")
-    add("  map dns6 { type ipv6_addr : verdict; }")
+    add("  map source4 { type ipv4_addr : verdict; }")
     add("  map inbound { type ifname : verdict; }")
     restore = ", ".join(f"{u.mark:#x} : goto {restore_chain(u.ident)}" for u in spec.uplinks)
     add(f"  map restore {{ typeof ct mark : verdict; elements = {{ {restore} }} }}")
@@ -170,13 +173,10 @@ def _table_body(spec: TableSpec) -> str:
         if g.kind != "enforced":
             add(f"  map w_{g.ident} {{ typeof numgen random mod {SLOTS} : verdict; flags interval; }}")
         if g.kind == "persistence":
-            v4, v6 = STICKY_KEYS[g.persistence_by]
+            key = STICKY_KEYS[g.persistence_by]
             for u in g.uplinks:
-                for fam, key in ((4, v4), (6, v6)):
-                    add(
-                        f"  set {sticky_set(g.ident, u, fam)} {{ typeof {key}; "
-                        f"flags dynamic,timeout; timeout {g.persistence_timeout}s; }}"
-                    )
+                add(f"  set {sticky_set(g.ident, u)} {{ typeof {key}; "
+                    f"flags dynamic,timeout; timeout {g.persistence_timeout}s; }}")
     for up in spec.uplinks:
         add(f"  chain up_{up.ident} {{")
         add(f"    {_set_bits(up.mark, spec.mask, 'meta mark')}")
@@ -187,16 +187,16 @@ def _table_body(spec: TableSpec) -> str:
         out.extend(_group_chains(g))
     add("  chain classify {")
     add("    ip daddr @bypass4 return")
-    add("    ip6 daddr @bypass6 return")
     add("    ip daddr vmap @dns4")
-    add("    ip6 daddr vmap @dns6")
     for match, group in spec.matches:
         add(f"    {match} goto pick_{group}")
     add("    goto pick_default")
     add("  }")
     mask = f"{spec.mask:#010x}"
+    # IPv6 is left exactly as the system routes it: no mark, no NAT (IPv4 only for now).
     add("  chain prerouting {")
     add("    type filter hook prerouting priority mangle; policy accept;")
+    add("    meta nfproto ipv6 return")
     add(f"    ct mark and {mask} vmap @restore")
     add("    ct state != new return")
     add("    iifname vmap @inbound")
@@ -205,18 +205,21 @@ def _table_body(spec: TableSpec) -> str:
     add("  }")
     add("  chain output {")
     add("    type route hook output priority mangle; policy accept;")
+    add("    meta nfproto ipv6 return")
     add(f"    ct mark and {mask} vmap @restore")
     add("    ct state != new return")
     add("    oifname \"lo\" return")
     # A socket that set its own mark (SO_MARK) chose its uplink already; ICMP
     # (pings, our probes) follows the source-address rules of its uplink.
     add(f"    meta mark and {mask} != 0 return")
-    add("    meta l4proto { icmp, ipv6-icmp } return")
+    add("    meta l4proto icmp return")
+    # A socket bound to an uplink's address chose that uplink.
+    add("    ip saddr vmap @source4")
     add("    goto classify")
     add("  }")
     add("  chain postrouting {")
     add("    type nat hook postrouting priority srcnat; policy accept;")
-    add("    oifname @masq masquerade")
+    add("    oifname @masq meta nfproto ipv4 masquerade")
     add("  }")
     if spec.port_forwards:
         out.extend(_port_forward_chains(spec))
@@ -232,20 +235,18 @@ def _group_chains(g: Group) -> list[str]:
         out.append(f"    goto up_{g.uplinks[0]}")
     else:
         if g.kind == "persistence":
-            v4, v6 = STICKY_KEYS[g.persistence_by]
+            key = STICKY_KEYS[g.persistence_by]
             for u in g.uplinks:
-                out.append(f"    {v4} @{sticky_set(g.ident, u, 4)} goto up_{u}")
-                out.append(f"    {v6} @{sticky_set(g.ident, u, 6)} goto up_{u}")
+                out.append(f"    {key} @{sticky_set(g.ident, u)} goto up_{u}")
         out.append(f"    numgen random mod {SLOTS} vmap @w_{g.ident}")
         if g.fallback:
             out.append("    goto pick_default")
     out.append("  }")
     if g.kind == "persistence":
-        v4, v6 = STICKY_KEYS[g.persistence_by]
+        key = STICKY_KEYS[g.persistence_by]
         for u in g.uplinks:
             out.append(f"  chain {learn_chain(g.ident, u)} {{")
-            out.append(f"    update @{sticky_set(g.ident, u, 4)} {{ {v4} }}")
-            out.append(f"    update @{sticky_set(g.ident, u, 6)} {{ {v6} }}")
+            out.append(f"    update @{sticky_set(g.ident, u)} {{ {key} }}")
             out.append(f"    goto up_{u}")
             out.append("  }")
     return out
@@ -270,19 +271,21 @@ def _firewall_chains(spec: TableSpec) -> list[str]:
     out += [
         "  chain input {",
         "    type filter hook input priority filter; policy drop;",
+        "    meta nfproto ipv6 accept",  # IPv6 is the system's own firewall's to judge
         "    ct state established,related accept",
         "    ct state invalid drop",
         '    iifname "lo" accept',
     ]
     if spec.lan_interfaces:
         out.append(f"    iifname {{ {_quoted(spec.lan_interfaces)} }} accept")
-    out.append("    meta l4proto { icmp, ipv6-icmp } accept")
+    out.append("    meta l4proto icmp accept")
     if spec.allow_ssh:
         out.append(f"    tcp dport {spec.ssh_port} accept")
     out += [
         "  }",
         "  chain forward {",
         "    type filter hook forward priority filter; policy drop;",
+        "    meta nfproto ipv6 accept",
         "    ct state established,related accept",
         "    ct status dnat accept",
         "    iifname . oifname @forward_pairs accept",
@@ -306,10 +309,9 @@ def render_contents(spec: TableSpec, contents: TableContents) -> str:
 
     fill("set", "live", [f"{m:#x}" for m in contents.live])
     fill("set", "bypass4", contents.bypass4)
-    fill("set", "bypass6", contents.bypass6)
     fill("set", "masq", [f'"{i}"' for i in contents.masquerade])
     fill("map", "dns4", [f"{a} : goto up_{u}" for a, u in contents.dns4.items()])
-    fill("map", "dns6", [f"{a} : goto up_{u}" for a, u in contents.dns6.items()])
+    fill("map", "source4", [f"{a} : goto up_{u}" for a, u in contents.source4.items()])
     fill("map", "inbound", [f'"{i}" : goto up_{u}' for i, u in contents.inbound.items()])
     for g in spec.groups:
         if g.kind == "enforced":

@@ -24,24 +24,31 @@ class SlotRange:
 
 
 def allocate(weights: Sequence[tuple[str, float]], slots: int = SLOTS) -> list[SlotRange]:
-    """Split `slots` over the names in proportion to their (non-negative) weights."""
+    """Split `slots` over the names in proportion to their (non-negative) weights.
+    Every positive weight gets at least one slot: an uplink in rotation always
+    takes some new connections, however small its weight beside the others."""
     live = [(name, weight) for name, weight in weights if weight > 0]
     total = sum(weight for _, weight in live)
     if total == 0:
         return []
     exact = [(name, weight * slots / total) for name, weight in live]
-    sizes = {name: int(share) for name, share in exact}
+    sizes = {name: max(int(share), 1) for name, share in exact}
     missing = slots - sum(sizes.values())
-    # Hand the remaining slots to the largest fractional parts; ties go to the
-    # earlier uplink so the result depends only on the inputs.
-    order = sorted(range(len(exact)), key=lambda i: (-(exact[i][1] - int(exact[i][1])), i))
-    for i in order[:missing]:
-        sizes[exact[i][0]] += 1
+    if missing >= 0:
+        # Hand the remaining slots to the largest fractional parts; ties go to the
+        # earlier uplink so the result depends only on the inputs.
+        order = sorted(range(len(exact)), key=lambda i: (-(exact[i][1] - int(exact[i][1])), i))
+        for i in order[:missing]:
+            sizes[exact[i][0]] += 1
+    else:
+        # Minimum slots taken from the largest shares, one at a time.
+        for _ in range(-missing):
+            biggest = max(sizes, key=lambda n: (sizes[n], -list(sizes).index(n)))
+            sizes[biggest] -= 1
     ranges: list[SlotRange] = []
     first = 0
     for name, _ in live:
         size = sizes[name]
-        if size > 0:
-            ranges.append(SlotRange(name, first, first + size - 1))
-            first += size
+        ranges.append(SlotRange(name, first, first + size - 1))
+        first += size
     return ranges

@@ -278,7 +278,7 @@ class Daemon:
     def _publish(self) -> None:
         exported = self.bus.exported if self.bus is not None else None
         if exported is not None:
-            exported.publish(self.config, self.plan, self.facts, self.monitor.trackers,
+            exported.publish(self.config, self.plan, self.facts, self.monitor,
                              self.disabled, self.bus.following if self.bus else [],
                              self.summary())
 

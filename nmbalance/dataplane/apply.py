@@ -24,6 +24,7 @@ from pyroute2 import IPRoute
 
 from nmbalance.core.numbering import Layout, ids_in_kernel
 from nmbalance.core.plan import Plan
+from nmbalance.core.ruleset import sticky_timeouts
 from nmbalance.dataplane import conntrack, routing
 from nmbalance.dataplane.nft import NftTable, TableState, planned_names
 from nmbalance.errors import ApplyError
@@ -36,6 +37,12 @@ class RoutesRefused(ApplyError):
     def __init__(self, refused: Mapping[int, str]) -> None:
         super().__init__("; ".join(refused.values()))
         self.refused = dict(refused)
+
+
+def foreign_table(name: str) -> str:
+    return (f"table inet {name} exists but nmbalance did not make it (it lacks the marker "
+            "chain structure_...): refusing to replace or delete it; remove it yourself "
+            "or set kernel.table to another name")
 
 
 def refused_uplinks(plan: Plan, exc: RoutesRefused) -> dict[str, str]:
@@ -65,12 +72,15 @@ def restore_sticky(before: TableState | None, plan: Plan) -> str:
     if before is None:
         return ""
     live_idents = {u.ident for u in plan.uplinks if u.status.usable}
+    timeouts = sticky_timeouts(plan.nft.spec)
     out = []
     for name, entries in before.sticky.items():
         owner = plan.nft.sticky_sets.get(name)
         if owner is None or owner not in live_idents or not entries:
             continue
-        items = ", ".join(f"{e.key} expires {max(e.expires_s, 1)}s" for e in entries)
+        # A lowered timeout applies to what was learned before it, too.
+        items = ", ".join(f"{e.key} expires {min(max(e.expires_s, 1), timeouts[name])}s"
+                          for e in entries)
         out.append(f"add element inet {plan.nft.table} {name} {{ {items} }}")
     return "\n".join(out) + ("\n" if out else "")
 
@@ -90,6 +100,7 @@ class Applier:
         self._routing: tuple[frozenset[object], frozenset[object]] | None = None
         self._full_next = False
         self._contents = ""
+        self._dead: frozenset[int] | None = None  # marks of uplinks dead at the last apply
         # Held open: a new libnftables context refills its cache on first use,
         # and a new conntrack socket costs ~10 ms.
         self._tables: dict[str, NftTable] = {}
@@ -104,6 +115,11 @@ class Applier:
         started = time.perf_counter()
         proto = plan.route_protocol
         want = (frozenset(plan.routes), frozenset(plan.rules))
+        # What the nft step will run, checked before anything changes: a transaction
+        # the kernel would refuse (a bad snippet) leaves routes and rules as they were.
+        mode, text, before_live = self._nft_step(plan)
+        if mode == "full" and (error := self.table(plan.nft.table).check(text)) is not None:
+            raise ApplyError(self._explain(plan, error))
         d = routing.RoutingDiff()
         if want != self._routing:
             d = routing.diff(routing.owned_routes(self.ipr, proto),
@@ -115,9 +131,12 @@ class Applier:
             for table, why in made.failed:
                 refused.setdefault(table, why)
             raise RoutesRefused(refused)
-        mode, before_live = self._apply_nft(plan)
+        self._commit_nft(plan, mode, text)
         placed = time.perf_counter()
-        left = frozenset(before_live - plan.live_marks) & plan.dead_marks
+        # Flows of uplinks that died since the last apply; without that memory (a
+        # one-shot apply), of those that were live until now.
+        left = (plan.dead_marks - self._dead if self._dead is not None
+                else plan.dead_marks & before_live)
         dropped = (self._conntrack.drop_marked(left, plan.mark_mask) if self.flush_conntrack
                    else frozenset())
         cleaned = time.perf_counter()
@@ -127,40 +146,63 @@ class Applier:
         if not d.empty and (routing.owned_routes(self.ipr, proto) != want[0]
                             or routing.owned_rules(self.ipr, proto) != want[1]):
             raise ApplyError("routes or rules differ from the plan after reconcile")
-        self._routing = want
+        self._routing, self._dead = want, plan.dead_marks
         return ApplyReport(mode, made + broken, dropped, left, (placed - started) * 1000,
                            (cleaned - placed) * 1000)
 
-    def _apply_nft(self, plan: Plan) -> tuple[str, frozenset[int]]:
-        """The table in one transaction; what the live set held before."""
+    def _nft_step(self, plan: Plan) -> tuple[str, str, frozenset[int]]:
+        """("full" | "contents" | "", the transaction, the live set before it)."""
         table = self.table(plan.nft.table)
         if not self._full_next and self._digest == plan.nft.digest and self._live is not None:
-            before_live = self._live
             if self._live == plan.live_marks and self._contents == plan.nft.contents_text:
-                return "", before_live
-            table.run(plan.nft.contents_text)
-            mode = "contents"
+                return "", "", self._live
+            return "contents", plan.nft.contents_text, self._live
+        before = table.read()
+        if before is not None and before.digest is None:
+            raise ApplyError(foreign_table(plan.nft.table))
+        before_live = before.live if before is not None else frozenset()
+        if not self._full_next and before is not None and before.digest == plan.nft.digest:
+            return "contents", plan.nft.contents_text, before_live
+        return "full", plan.nft.full_transaction() + restore_sticky(before, plan), before_live
+
+    def _commit_nft(self, plan: Plan, mode: str, text: str) -> None:
+        """Run the nft step as one transaction and read back what it must have done."""
+        if not mode:
+            return
+        table = self.table(plan.nft.table)
+        table.run(text)
+        if mode == "contents" and self._digest == plan.nft.digest:
             after_live = table.read_live()
         else:
-            before = table.read()
-            before_live = before.live if before is not None else frozenset()
-            if not self._full_next and before is not None and before.digest == plan.nft.digest:
-                table.run(plan.nft.contents_text)
-                mode = "contents"
-            else:
-                table.run(plan.nft.full_transaction() + restore_sticky(before, plan))
-                mode = "full"
             after = table.read()
             if after is None or after.digest != plan.nft.digest:
                 self._digest = None
                 raise ApplyError("the nft table differs from the plan after apply")
             after_live = after.live
-            self._full_next = False
+            if mode == "full":
+                self._full_next = False
+                for old in table.others_of_ours():  # kernel.table was renamed
+                    NftTable(old).delete()
         if after_live != plan.live_marks:
             self._digest = None
             raise ApplyError("the nft table's live uplinks differ from the plan after apply")
         self._digest, self._live, self._contents = plan.nft.digest, after_live, plan.nft.contents_text
-        return mode, before_live
+
+    def _explain(self, plan: Plan, error: str) -> str:
+        """Which snippet (file:line) the kernel refuses, when one is to blame."""
+        table = self.table(plan.nft.table)
+        snippets = plan.nft.spec.snippets
+        if not snippets or table.check(plan.nft.structure + plan.nft.contents_text) is not None:
+            return f"nft refused the transaction: {error}"
+        # Included rather than pasted, nft names the file and line it trips on.
+        for count in range(1, len(snippets) + 1):
+            includes = "".join(f'include "{path}"\n' for path, _ in snippets[:count])
+            found = table.check(plan.nft.structure + includes + plan.nft.contents_text)
+            if found is not None:
+                path = snippets[count - 1][0]
+                lines = [line for line in found.splitlines() if not line.startswith("In file")]
+                return f"snippet {path} refused: {chr(10).join(lines)}"
+        return f"nft refused the transaction: {error}"
 
     def drift(self, plan: Plan) -> list[str]:
         """How what we own in the kernel differs from `plan`, one phrase per difference."""
@@ -201,7 +243,14 @@ class Applier:
 
 def flush(ipr: IPRoute, table_name: str, route_protocol: int
           ) -> tuple[bool, routing.RoutingChanges]:
-    """Remove everything we installed: our table, our routes, our rules."""
-    removed_table = NftTable(table_name).delete()
+    """Remove everything we installed: our table (only if it is ours), our routes, our rules."""
+    table = NftTable(table_name)
+    state = table.read()
+    foreign = state is not None and state.digest is None
+    # The table first, so nothing is marked for routes about to go.
+    removed = table.delete() if not foreign else False
     changes = routing.reconcile(ipr, (), (), route_protocol)
-    return removed_table, changes
+    if foreign:
+        raise ApplyError(foreign_table(table_name) + f" ({len(changes.removed)} routes and "
+                         "rules of ours were removed)")
+    return removed, changes

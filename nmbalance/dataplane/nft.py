@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,12 +86,33 @@ def planned_names(structure: str, table: str) -> tuple[frozenset[str], frozenset
     return frozenset(chains), frozenset(sets)
 
 
+def _dry_run(nft: Any) -> None:
+    """Check, never commit. Older bindings (pip's copy of 1.0.2) lack set_dry_run,
+    though every libnftables has nft_ctx_set_dry_run."""
+    if hasattr(nft, "set_dry_run"):
+        nft.set_dry_run(True)
+        return
+    lib = ctypes.CDLL("libnftables.so.1")
+    lib.nft_ctx_set_dry_run.argtypes = [ctypes.c_void_p, ctypes.c_bool]
+    lib.nft_ctx_set_dry_run(nft._Nftables__ctx, True)
+
+
 class NftTable:
     def __init__(self, name: str, family: str = "inet") -> None:
         self.name = name
         self.family = family
         self._nft = nftables.Nftables()
         self._nft.set_handle_output(False)
+        self._checker: Any = None
+
+    def check(self, text: str) -> str | None:
+        """What the kernel would say to `text` as one transaction, without it
+        changing anything: None when it would take it, else nft's error."""
+        if self._checker is None:
+            self._checker = nftables.Nftables()
+            _dry_run(self._checker)
+        rc, _, error = self._checker.cmd(text)
+        return None if rc == 0 else error.strip() or "refused"
 
     def run(self, text: str) -> None:
         """Apply `text` as one transaction: all of it, or nothing."""
@@ -141,6 +163,23 @@ class NftTable:
             if "set" in item:
                 return frozenset(int(e) for e in item["set"].get("elem", []))
         return None
+
+    def others_of_ours(self, prefix: str = "nmbalance") -> list[str]:
+        """Other inet tables named `prefix`... that carry our marker: left behind
+        when kernel.table was renamed."""
+        self._nft.set_json_output(True)
+        rc, output, _ = self._nft.cmd(f"list tables {self.family}")
+        if rc != 0:
+            return []
+        names = [item["table"]["name"] for item in json.loads(output).get("nftables", [])
+                 if "table" in item and item["table"].get("name", "") != self.name]
+        out = []
+        for name in names:
+            if isinstance(name, str) and name.startswith(prefix):
+                state = NftTable(name, self.family).read()
+                if state is not None and state.digest is not None:
+                    out.append(name)
+        return out
 
     def exists(self) -> bool:
         return self.read() is not None

@@ -13,10 +13,11 @@ import contextlib
 import logging
 import os
 import signal
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from nmbalance.trusted import untrusted_file, untrusted_folder
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class HookRunner:
         self.timeout = timeout
 
     def scripts(self, event: str) -> list[Path]:
+        """The event's trusted hook programs (nmbalance.trusted), in name order."""
         if self.hooks_dir is None:
             return []
         folder = self.hooks_dir / event
@@ -49,17 +51,16 @@ class HookRunner:
             entries = sorted(folder.iterdir())
         except OSError:
             return []
+        for place in (self.hooks_dir, folder):
+            if (why := untrusted_folder(place)) is not None:
+                log.warning("hooks in %s skipped: %s", place, why)
+                return []
         out = []
         for path in entries:
-            try:
-                st = path.stat()
-            except OSError:
-                continue
-            if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111 or path.name.startswith("."):
-                continue
-            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
-                log.warning("hook %s skipped: it must be owned by root and writable only by it",
-                            path)
+            if path.name.startswith(".") or not os.access(path, os.X_OK):
+                continue  # not meant to run (a README, a disabled hook)
+            if (why := untrusted_file(path, folder)) is not None:
+                log.warning("hook %s skipped: %s", path, why)
                 continue
             out.append(path)
         return out

@@ -112,6 +112,10 @@ class ManagerWatch:
                             source.manager.value, exc)
                 self._stale = True
                 continue
+            except Exception:  # a reply no check foresaw: keep what it said before
+                log.exception("reading %s failed, keeping what it said before",
+                              source.manager.value)
+                continue
             links = {k: v for k, v in links.items() if v.manager is not source.manager}
             links.update(fresh)
         self.links = links

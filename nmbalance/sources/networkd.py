@@ -32,10 +32,13 @@ LEASES = Path("/run/systemd/netif/leases")
 
 def default_gateway(description: dict[str, Any]) -> AnyAddress | None:
     """The IPv4 default route's gateway networkd configured, main table first."""
-    routes = [r for r in description.get("Routes") or [] if isinstance(r, dict)
-              and r.get("Family") == 2 and r.get("DestinationPrefixLength") == 0
-              and r.get("Gateway")]
-    routes.sort(key=lambda r: (r.get("Table") != MAIN_TABLE, r.get("Priority") or 0))
+    def number(value: Any) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else 1 << 32
+
+    routes = [r for r in validate.items(description.get("Routes"), "networkd routes")
+              if isinstance(r, dict) and r.get("Family") == 2
+              and r.get("DestinationPrefixLength") == 0 and r.get("Gateway")]
+    routes.sort(key=lambda r: (r.get("Table") != MAIN_TABLE, number(r.get("Priority"))))
     for route in routes:
         gateway = validate.address(route.get("Gateway"), "networkd gateway")
         if gateway is not None:
@@ -72,9 +75,13 @@ class NetworkdSource:
     async def snapshot(self) -> dict[str, ManagedLink]:
         body = await call(self.bus, NAME, PATH, MANAGER, "ListLinks")
         links: dict[str, ManagedLink] = {}
-        for entry in body[0] if body else []:
+        for entry in validate.items(body[0] if body else None, "networkd links"):
+            # (index, name, object path)
+            if not isinstance(entry, list | tuple) or len(entry) < 2:
+                continue
             index, name = entry[0], validate.ifname(entry[1])
-            if name is None or not isinstance(index, int):
+            if name is None or not isinstance(index, int) or isinstance(index, bool) or not (
+                    0 < index < 1 << 31):
                 continue
             try:
                 raw = await call(self.bus, NAME, PATH, MANAGER, "DescribeLink", "i", [index])

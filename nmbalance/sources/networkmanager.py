@@ -11,6 +11,7 @@ re-read from the device on every refresh.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from nmbalance.bus.client import BusCallError, call, get_all
@@ -34,21 +35,41 @@ DEVICE_STATES = {
     100: "activated", 110: "deactivating", 120: "failed",
 }
 MATCHES: tuple[str, ...] = (f"type='signal',sender='{NAME}'",)
+SIGNALS = frozenset({"StateChanged", "DeviceAdded", "DeviceRemoved", "InterfacesAdded",
+                     "InterfacesRemoved"})
+# The properties whose change we re-read for, by interface.
+RELEVANT = {
+    NAME: frozenset({"Devices", "ActiveConnections"}),
+    DEVICE: frozenset({"State", "Ip4Config", "Dhcp4Config", "ActiveConnection", "IpInterface",
+                       "Interface"}),
+    f"{DEVICE}.Wired": frozenset({"Carrier"}),
+    IP4CONFIG: frozenset({"Gateway", "AddressData", "NameserverData", "RouteData"}),
+    DHCP4CONFIG: frozenset({"Options"}),
+    ACTIVE: frozenset({"State", "Ip4Config", "Dhcp4Config", "Devices"}),
+}
 
 
 def device_state(value: Any) -> str:
-    if isinstance(value, int) and value in DEVICE_STATES:
-        return DEVICE_STATES[value]
-    return f"state-{value}"
+    """Known states by name, other numbers as "state-N"; anything else is "unknown"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return DEVICE_STATES.get(value, f"state-{value}")
+    return "unknown"
+
+
+_OBJECT_PATH = re.compile(r"(/[A-Za-z0-9_]+)+")
 
 
 def _object(path: Any) -> str | None:
-    return path if isinstance(path, str) and path.startswith("/") and path != "/" else None
+    """A D-Bus object path (what NetworkManager's "/" means: none)."""
+    if isinstance(path, str) and len(path) <= 512 and _OBJECT_PATH.fullmatch(path):
+        return path
+    return None
 
 
-def routers(options: dict[str, Any]) -> AnyAddress | None:
+def routers(options: Any) -> AnyAddress | None:
     """The first router of a lease's `routers` option ("10.0.0.1 10.0.0.2")."""
-    return validate.first_ipv4(options.get("routers"), "DHCP router")
+    return validate.first_ipv4(validate.mapping(options, "DHCP options").get("routers"),
+                               "DHCP router")
 
 
 def nameservers(ip4: dict[str, Any]) -> tuple[AnyAddress, ...]:
@@ -64,13 +85,24 @@ class NetworkManagerSource:
         self.bus = bus
 
     def wants(self, msg: Message) -> bool:
-        return bool(msg.sender) and msg.path is not None and msg.path.startswith(PATH)
+        """Only what can change a gateway, an address, a state or a device: Wi-Fi
+        signal strength and the like change every few seconds and mean nothing here."""
+        if not (msg.sender and msg.path is not None and msg.path.startswith(PATH)):
+            return False
+        if msg.member != "PropertiesChanged":
+            return msg.member in SIGNALS
+        # org.freedesktop.DBus.Properties carries (interface, changed, invalidated).
+        interface, changed = (msg.body[0], msg.body[1]) if len(msg.body) >= 2 else ("", {})
+        if not isinstance(interface, str) or not isinstance(changed, dict):
+            return False
+        return bool(RELEVANT.get(interface, frozenset()) & changed.keys())
 
     async def _props(self, path: str | None, interface: str) -> dict[str, Any]:
         if path is None:
             return {}
         try:
-            return await get_all(self.bus, NAME, path, interface)
+            return validate.mapping(await get_all(self.bus, NAME, path, interface),
+                                    f"{interface} properties")
         except BusCallError as exc:  # the object went away between reads
             log.debug("NetworkManager %s %s: %s", path, interface, exc)
             return {}
@@ -78,7 +110,9 @@ class NetworkManagerSource:
     async def snapshot(self) -> dict[str, ManagedLink]:
         body = await call(self.bus, NAME, PATH, NAME, "GetDevices")
         links: dict[str, ManagedLink] = {}
-        for path in body[0] if body else []:
+        for path in validate.items(body[0] if body else None, "NetworkManager devices"):
+            if _object(path) is None:
+                continue
             link = await self._device(path)
             if link is not None:
                 links[link.interface] = link
@@ -96,7 +130,7 @@ class NetworkManagerSource:
         gateway = validate.address(ip4.get("Gateway"), "gateway")
         source = GatewaySource.NETWORKMANAGER
         if gateway is None:
-            gateway = routers(dhcp.get("Options") or {})
+            gateway = routers(dhcp.get("Options"))
             source = GatewaySource.DHCP
         return ManagedLink(
             interface=iface,

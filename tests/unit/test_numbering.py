@@ -50,4 +50,4 @@ def test_identifiers_are_one_to_one() -> None:
     assert all("__" not in ident(n) and not ident(n).endswith("_") for n in names)
     # Joined by "__", a rule's group and an uplink never collide with another pair.
     pairs = [(rule_group(g), ident(u)) for g in ("a", "a.", "x_") for u in ("2e-z", "2dz", "b")]
-    assert len({sticky_set(g, u, 4) for g, u in pairs}) == len(pairs)
+    assert len({sticky_set(g, u) for g, u in pairs}) == len(pairs)

@@ -1,0 +1,98 @@
+"""The values nmbalance takes in, checked the same way wherever they come from:
+the config, D-Bus properties, lease files. What passes is a plain address,
+prefix, name or number: nothing that could reach nft text as anything else.
+
+Python's ipaddress keeps whatever follows a `%` as an IPv6 scope id, so a
+"valid" address can carry spaces, braces and newlines; these checks refuse
+scope ids outright, and addresses no uplink can use as a gateway, DNS
+server or probe target (unspecified, loopback, multicast, broadcast).
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+from nmbalance.inet import AnyAddress, AnyNetwork
+
+MAX_ADDRESS_TEXT = 64  # far more than any address or prefix written out needs
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected {what} as a string (got {type(value).__name__})")
+    if len(value) > MAX_ADDRESS_TEXT:
+        raise ValueError(f"{what} is too long to be one")
+    if "%" in value:
+        raise ValueError(f"{what} {value!r} has a scope id (%...): give the address alone")
+    return value.strip()
+
+
+def usable_address(value: object, what: str = "an address") -> AnyAddress:
+    """A unicast address an uplink can send to, from text (or already parsed)."""
+    if isinstance(value, IPv4Address | IPv6Address):
+        addr: AnyAddress = value
+        if isinstance(addr, IPv6Address) and addr.scope_id:
+            raise ValueError(f"{what} {addr} has a scope id (%...): give the address alone")
+    else:
+        text = _text(value, what)
+        try:
+            addr = ip_address(text)
+        except ValueError:
+            raise ValueError(f"{what} {text!r} is not an IPv4 or IPv6 address") from None
+    if addr.is_unspecified or addr.is_loopback or addr.is_multicast or (
+            isinstance(addr, IPv4Address) and addr == IPv4Address("255.255.255.255")):
+        raise ValueError(f"{what} {addr} is not a unicast address an uplink can use")
+    return addr
+
+
+def ipv4_only(addr: AnyAddress, what: str) -> IPv4Address:
+    if not isinstance(addr, IPv4Address):
+        raise ValueError(f"{what} {addr} is IPv6: nmbalance balances IPv4 only for now, and "
+                         "leaves IPv6 to the system's own routing")
+    return addr
+
+
+def usable_ipv4(value: object, what: str = "an address") -> IPv4Address:
+    return ipv4_only(usable_address(value, what), what)
+
+
+def network(value: object, what: str = "a prefix") -> AnyNetwork:
+    """A prefix without host bits set ("192.0.2.1/24" is almost always a typo)."""
+    if isinstance(value, IPv4Network | IPv6Network):
+        return value
+    text = _text(value, what)
+    try:
+        return ip_network(text, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{what} {text!r}: {exc}") from None
+
+
+def ipv4_network(value: object, what: str = "a prefix") -> IPv4Network:
+    net = network(value, what)
+    if not isinstance(net, IPv4Network):
+        raise ValueError(f"{what} {net} is IPv6: nmbalance balances IPv4 only for now, and "
+                         "leaves IPv6 to the system's own routing")
+    return net
+
+
+def _checked(check: object, what: str) -> BeforeValidator:
+    return BeforeValidator(lambda value: check(value, what))  # type: ignore[operator]
+
+
+# Field types: pydantic runs the check first, then holds the parsed value.
+GatewayAddress = Annotated[IPv4Address, _checked(usable_ipv4, "gateway")]
+ProbeTarget = Annotated[IPv4Address, _checked(usable_ipv4, "probe target")]
+DnsServer = Annotated[IPv4Address, _checked(usable_ipv4, "DNS server")]
+LanHost = Annotated[IPv4Address, _checked(usable_ipv4, "LAN host")]
+Prefix = Annotated[IPv4Network, _checked(ipv4_network, "prefix")]
+
+
+def printable(value: str, what: str) -> str:
+    """No control characters (newlines, NUL, escapes): they would break a log line,
+    a header or the TOML `convert` writes."""
+    if not value.isprintable():
+        raise ValueError(f"{what} holds a control character")
+    return value
