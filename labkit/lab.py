@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_ADDR = "203.0.113.10"
+SERVER_ADDR6 = "2001:db8:ff::10"
 SERVER_PORT = 8000
 LAN_NET = "10.250.0"
 _counter = itertools.count(1)
@@ -162,9 +163,9 @@ class Lab:
         self.ip(self.rtr, "route", "add", "default", "via", isp_gateway(n), "dev", f"wan{n}",
                 "metric", str(100 + n))
 
-    def start_server(self) -> None:
+    def start_server(self, address: str = SERVER_ADDR) -> None:
         proc = subprocess.Popen(
-            self.python(self.inet, "labkit.server", SERVER_ADDR, str(SERVER_PORT)),
+            self.python(self.inet, "labkit.server", address, str(SERVER_PORT)),
             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
         )
@@ -172,6 +173,27 @@ class Lab:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("lab server did not start: " + (proc.stderr.read() if proc.stderr else ""))
+
+    def add_ipv6(self, via: int = 1) -> str:
+        """Global IPv6 for the LAN, routed by the system (not by nmbalance) through ISP
+        `via`, with a server on the internet side; its address."""
+        lan_net, up, far = "2001:db8:250::", f"2001:db8:10{via}::", f"2001:db8:20{via}::"
+        for ns in (self.rtr, self.isp(via), self.inet):
+            self.sh(ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        self.ip(self.rtr, "-6", "addr", "add", f"{lan_net}1/64", "dev", "lan0")
+        self.ip(self.lan, "-6", "addr", "add", f"{lan_net}2/64", "dev", "eth0")
+        self.ip(self.lan, "-6", "route", "add", "default", "via", f"{lan_net}1")
+        self.ip(self.rtr, "-6", "addr", "add", f"{up}2/64", "dev", f"wan{via}")
+        self.ip(self.isp(via), "-6", "addr", "add", f"{up}1/64", "dev", "rtr")
+        self.ip(self.rtr, "-6", "route", "add", "default", "via", f"{up}1", "dev", f"wan{via}")
+        self.ip(self.isp(via), "-6", "addr", "add", f"{far}1/64", "dev", "inet")
+        self.ip(self.inet, "-6", "addr", "add", f"{far}2/64", "dev", f"isp{via}")
+        self.ip(self.isp(via), "-6", "route", "add", "default", "via", f"{far}2")
+        self.ip(self.isp(via), "-6", "route", "add", f"{lan_net}/64", "via", f"{up}2")
+        self.ip(self.inet, "-6", "route", "add", "2001:db8::/32", "via", f"{far}1")
+        self.ip(self.inet, "-6", "addr", "add", f"{SERVER_ADDR6}/128", "dev", "lo")
+        self.start_server(SERVER_ADDR6)
+        return SERVER_ADDR6
 
     # --- configs ----------------------------------------------------------------------
     def config(self, mode: str = "weighted", weights: Sequence[int] = (1, 3, 2),
@@ -221,25 +243,31 @@ class Lab:
         else:
             self.sh(self.isp(n), "nft", f"delete table inet {table}", check=False)
 
-    def connections(self, count: int, ns: str | None = None, concurrency: int = 32,
-                    bind: str | None = None) -> dict[int, int]:
-        """Open `count` connections to the server; how many each ISP carried."""
-        args = [SERVER_ADDR, str(SERVER_PORT), str(count), str(concurrency)]
+    def sources(self, count: int, ns: str | None = None, concurrency: int = 32,
+                bind: str | None = None, server: str = SERVER_ADDR) -> dict[str, int]:
+        """Open `count` connections to the server; how many it saw from each source."""
+        args = [server, str(SERVER_PORT), str(count), str(concurrency)]
         if bind:
             args.append(bind)
         out = run(self.python(ns or self.lan, "labkit.client", *args),
                   env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
+        return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()}
+
+    def connections(self, count: int, ns: str | None = None, concurrency: int = 32,
+                    bind: str | None = None) -> dict[int, int]:
+        """Open `count` connections to the server; how many each ISP carried."""
+        seen = self.sources(count, ns, concurrency, bind)
         tally: dict[int, int] = {}
-        for line in out.splitlines():
-            source, n = line.split()
-            tally[self.isp_of(source)] = tally.get(self.isp_of(source), 0) + int(n)
+        for source, n in seen.items():
+            tally[self.isp_of(source)] = tally.get(self.isp_of(source), 0) + n
         return tally
 
-    def start_stream(self, seconds: float, interval_ms: float = 5) -> tuple[subprocess.Popen[str], int]:
+    def start_stream(self, seconds: float, interval_ms: float = 5, server: str = SERVER_ADDR
+                     ) -> tuple[subprocess.Popen[str], int]:
         """A long echo stream from the LAN (labkit.stream); its process and local port.
         Read its result with json.loads(proc.stdout.readline())."""
         proc = subprocess.Popen(
-            self.python(self.lan, "labkit.stream", SERVER_ADDR, str(SERVER_PORT), str(seconds),
+            self.python(self.lan, "labkit.stream", server, str(SERVER_PORT), str(seconds),
                         str(interval_ms)),
             stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": str(ROOT)},
         )

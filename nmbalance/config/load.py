@@ -13,13 +13,13 @@ import tomllib
 import types
 import typing
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
 from nmbalance.config.legacy import looks_legacy, parse_legacy
 from nmbalance.config.model import Config, cross_check
-from nmbalance.config.toml_lines import Path, key_lines, line_of
+from nmbalance.config.toml_lines import KeyLines, Path, line_of
 from nmbalance.errors import ConfigError, ConfigErrors
 
 DEFAULT_PATH = "/etc/nmbalance/nmbalance.toml"
@@ -53,9 +53,24 @@ def load_config_text(text: str, source: str = "<config>") -> Config:
     return validate(data, lines, source)
 
 
-def parse_text(text: str, source: str) -> tuple[dict[str, Any], dict[Path, int]]:
+class Lines(Protocol):
+    """Where each key sits; worked out only for errors, and only as far as needed."""
+
+    def line_of(self, loc: Path) -> int | None: ...
+
+
+class _Known:
+    def __init__(self, lines: dict[Path, int]) -> None:
+        self.lines = lines
+
+    def line_of(self, loc: Path) -> int | None:
+        return line_of(self.lines, loc)
+
+
+def parse_text(text: str, source: str) -> tuple[dict[str, Any], Lines]:
     if looks_legacy(text):
-        return parse_legacy(text, source)
+        data, lines = parse_legacy(text, source)
+        return data, _Known(lines)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -71,7 +86,7 @@ def parse_text(text: str, source: str) -> tuple[dict[str, Any], dict[Path, int]]
     except RecursionError:
         raise ConfigError(source, "not valid TOML: arrays or tables nested too deeply",
                           line=_deepest_line(text)) from None
-    return data, key_lines(text)
+    return data, KeyLines(text)
 
 
 def _too_long(text: str, source: str) -> ConfigError:
@@ -89,7 +104,7 @@ def _deepest_line(text: str, limit: int = 100) -> int:
     return 1
 
 
-def validate(data: dict[str, Any], lines: dict[Path, int], source: str) -> Config:
+def validate(data: dict[str, Any], lines: Lines, source: str) -> Config:
     try:
         config = Config.model_validate(data, context={"defer_cross_check": True})
     except ValidationError as exc:
@@ -99,7 +114,7 @@ def validate(data: dict[str, Any], lines: dict[Path, int], source: str) -> Confi
     problems = cross_check(config)
     if problems:
         raise _reported(
-            [ConfigError(source, msg, line=line_of(lines, loc), field=field_path(loc))
+            [ConfigError(source, msg, line=lines.line_of(loc), field=field_path(loc))
              for loc, msg in problems], source)
     return config
 
@@ -151,7 +166,7 @@ def field_path(loc: Path) -> str:
     return out
 
 
-def _to_config_error(error: Any, lines: dict[Path, int], source: str) -> ConfigError:
+def _to_config_error(error: Any, lines: Lines, source: str) -> ConfigError:
     # Drop pydantic's union/validator tags ("function-after[...]", "IPv4Address")
     # from the location so it matches the document's own keys.
     loc: Path = tuple(
@@ -167,7 +182,7 @@ def _to_config_error(error: Any, lines: dict[Path, int], source: str) -> ConfigE
         message = f"unknown key {key!r}{hint}"
     elif "input" in error and not isinstance(error["input"], dict | list):
         message = f"{message} (got {_short(error['input'])})"
-    return ConfigError(source, message, line=line_of(lines, loc), field=field_path(loc) or None)
+    return ConfigError(source, message, line=lines.line_of(loc), field=field_path(loc) or None)
 
 
 def _short(value: object, limit: int = 60) -> str:

@@ -10,6 +10,7 @@ slow or a rendered table huge.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -85,6 +86,16 @@ _MAILBOX = r"[^\s\x00-\x1f\x7f@,;<>]+(@[^\s\x00-\x1f\x7f@,;<>]+)?"
 EMAIL_LIST = rf"^{_MAILBOX}(,{_MAILBOX})*$"
 
 
+def at_most(limit: int) -> Callable[[object], object]:
+    """Refuse an oversized list before its items are validated one by one: a
+    crafted file with 100,000 entries is then as cheap to refuse as one with 300."""
+    def check(value: object) -> object:
+        if isinstance(value, list) and len(value) > limit:
+            raise ValueError(f"List should have at most {limit} items, not {len(value)}")
+        return value
+    return check
+
+
 Text = Annotated[str, Field(min_length=1, max_length=256),
                  AfterValidator(lambda v: printable(v, "text"))]
 # An absolute path: printable, so logs and `convert` output stay one line each.
@@ -115,8 +126,8 @@ class Uplink(Strict):
     connection: Text | None = None
     weight: Annotated[int, Field(ge=1, le=1000)] = 1
     gateway: Literal["auto"] | GatewayAddress = "auto"
-    probe: Annotated[list[ProbeTarget], Field(max_length=16)] = []
-    dns: Annotated[list[DnsServer], Field(max_length=16)] = []
+    probe: Annotated[list[ProbeTarget], BeforeValidator(at_most(16))] = []
+    dns: Annotated[list[DnsServer], BeforeValidator(at_most(16))] = []
     masquerade: bool = True
     capacity_mbps: Annotated[float, Field(gt=0, le=10_000_000)] | None = None
 
@@ -196,14 +207,14 @@ class DaemonSettings(Strict):
 
 class Rule(Strict):
     name: Name
-    src: Annotated[list[Prefix], Field(max_length=1024)] = []
-    dst: Annotated[list[Prefix], Field(max_length=1024)] = []
+    src: Annotated[list[Prefix], BeforeValidator(at_most(1024))] = []
+    dst: Annotated[list[Prefix], BeforeValidator(at_most(1024))] = []
     proto: Literal["tcp", "udp", "sctp", "icmp"] | None = None  # no icmpv6: IPv4 only yet
-    sport: Annotated[list[PortSpec], Field(max_length=64)] = []
-    dport: Annotated[list[PortSpec], Field(max_length=64)] = []
-    iif: Annotated[list[IfName], Field(max_length=64)] = []
+    sport: Annotated[list[PortSpec], BeforeValidator(at_most(64))] = []
+    dport: Annotated[list[PortSpec], BeforeValidator(at_most(64))] = []
+    iif: Annotated[list[IfName], BeforeValidator(at_most(64))] = []
     method: MethodName
-    uplinks: Annotated[list[Name], Field(min_length=1, max_length=255)]
+    uplinks: Annotated[list[Name], Field(min_length=1), BeforeValidator(at_most(255))]
     persistence_by: PersistenceKey | None = None
     persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] | None = None
 
@@ -270,12 +281,12 @@ class FirewallSettings(Strict):
 
 
 class ForwardingGroup(Strict):
-    members: Annotated[list[Name], Field(min_length=2, max_length=512)]
+    members: Annotated[list[Name], Field(min_length=2), BeforeValidator(at_most(512))]
 
 
 class PortForward(Strict):
     name: Name | None = None
-    uplinks: Annotated[list[Name], Field(max_length=255)] = []
+    uplinks: Annotated[list[Name], BeforeValidator(at_most(255))] = []
     proto: Literal["tcp", "udp"] = "tcp"
     port: PortSpec
     to: LanHost
@@ -286,15 +297,15 @@ class Config(Strict):
     mode: MethodName = "weighted"
     persistence_by: PersistenceKey = "source"
     persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
-    uplink: Annotated[list[Uplink], Field(min_length=1, max_length=255)]
-    lan: Annotated[list[Lan], Field(max_length=256)] = []
+    uplink: Annotated[list[Uplink], Field(min_length=1), BeforeValidator(at_most(255))]
+    lan: Annotated[list[Lan], BeforeValidator(at_most(256))] = []
     health: HealthSettings = HealthSettings()
-    rule: Annotated[list[Rule], Field(max_length=10_000)] = []
+    rule: Annotated[list[Rule], BeforeValidator(at_most(10_000))] = []
     kernel: KernelSettings = KernelSettings()
     firewall: FirewallSettings = FirewallSettings()
     daemon: DaemonSettings = DaemonSettings()
-    forwarding_group: Annotated[list[ForwardingGroup], Field(max_length=256)] = []
-    port_forward: Annotated[list[PortForward], Field(max_length=4096)] = []
+    forwarding_group: Annotated[list[ForwardingGroup], BeforeValidator(at_most(256))] = []
+    port_forward: Annotated[list[PortForward], BeforeValidator(at_most(4096))] = []
     snippets_dir: OptionalPath | None = "/etc/nmbalance/nft.d"
     warn_email: Annotated[str, Field(max_length=1024, pattern=EMAIL_LIST)] | None = None
 

@@ -10,9 +10,13 @@ to be right for documents tomllib already accepted.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+
 Path = tuple[str | int, ...]
 
-_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+_SPECIAL = re.compile(r"[\"'#\[\]{}]")  # what can open or close something, or end the line
 
 
 def _quoted(text: str, i: int) -> tuple[str, int]:
@@ -28,24 +32,26 @@ def _quoted(text: str, i: int) -> tuple[str, int]:
     return "".join(out), i + 1
 
 
+def _skip_space(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    return i
+
+
 def parse_key(text: str, i: int) -> tuple[list[str], int]:
     """A dotted key starting at text[i]: its parts and the index after it."""
     parts: list[str] = []
     while i < len(text):
-        while i < len(text) and text[i] in " \t":
-            i += 1
+        i = _skip_space(text, i)
         if i < len(text) and text[i] in "\"'":
             part, i = _quoted(text, i)
         else:
-            start = i
-            while i < len(text) and text[i] in _BARE:
-                i += 1
-            part = text[start:i]
-            if not part:
+            m = _BARE.match(text, i)
+            if m is None:
                 return parts, i
+            part, i = m.group(), m.end()
         parts.append(part)
-        while i < len(text) and text[i] in " \t":
-            i += 1
+        i = _skip_space(text, i)
         if i < len(text) and text[i] == ".":
             i += 1
             continue
@@ -73,6 +79,10 @@ class _Scanner:
                     return
                 self.string, i = "", end
                 continue
+            m = _SPECIAL.search(line, i)
+            if m is None:
+                return
+            i = m.start()
             ch = line[i]
             if ch == "#":
                 return
@@ -82,10 +92,8 @@ class _Scanner:
                 i = self._single(line, i)
             elif ch in "[{":
                 self.depth, i = self.depth + 1, i + 1
-            elif ch in "]}":
-                self.depth, i = max(self.depth - 1, 0), i + 1
             else:
-                i += 1
+                self.depth, i = max(self.depth - 1, 0), i + 1
 
     def _close(self, line: str, i: int) -> int:
         """The index after the open multi-line string's end on this line, or -1."""
@@ -109,14 +117,22 @@ class _Scanner:
 
     @staticmethod
     def _single(line: str, i: int) -> int:
-        quote, i = line[i], i + 1
-        while i < len(line) and line[i] != quote:
-            i += 2 if quote == '"' and line[i] == "\\" else 1
-        return i + 1
+        """The index after the one-line string opening at line[i]."""
+        quote = line[i]
+        while True:
+            j = line.find(quote, i + 1)
+            if j < 0:
+                return len(line)
+            k = j
+            while quote == '"' and k > i + 1 and line[k - 1] == "\\":
+                k -= 1
+            if (j - k) % 2 == 0:  # not escaped
+                return j + 1
+            i = j
 
 
-def key_lines(text: str) -> dict[Path, int]:
-    lines: dict[Path, int] = {}
+def _scan(text: str) -> Iterator[tuple[Path, int]]:
+    """(path, line) of every table header and key, in document order."""
     counts: dict[tuple[str, ...], int] = {}
     prefix: Path = ()
     scan = _Scanner()
@@ -131,21 +147,43 @@ def key_lines(text: str) -> dict[Path, int]:
             index = counts.get(tuple(parts), 0)
             counts[tuple(parts)] = index + 1
             prefix = (*parts, index)
-            lines.setdefault(tuple(parts), number)
-            lines[prefix] = number
+            yield tuple(parts), number
+            yield prefix, number
             scan.feed(line, line.find("]]", end) + 2 if "]]" in line[end:] else len(line))
         elif stripped.startswith("["):
             parts, end = parse_key(line, start + 1)
             prefix = tuple(parts)
-            lines.setdefault(prefix, number)
+            yield prefix, number
             scan.feed(line, line.find("]", end) + 1 if "]" in line[end:] else len(line))
         elif stripped and stripped[0] != "#":
             parts, end = parse_key(line, start)
             rest = line[end:].lstrip(" \t")
             if parts and rest.startswith("="):
-                lines.setdefault((*prefix, *parts), number)
+                yield (*prefix, *parts), number
                 scan.feed(line, len(line) - len(rest) + 1)
-    return lines
+
+
+class KeyLines:
+    """The lines of a document's keys, read only as far as a question needs: an
+    error near the top of a huge file costs nothing for the rest of it."""
+
+    def __init__(self, text: str) -> None:
+        self._rest = _scan(text)
+        self._seen: dict[Path, int] = {}
+
+    def _find(self, loc: Path) -> int | None:
+        while loc not in self._seen:
+            path, number = next(self._rest, ((), 0))
+            if not number:
+                return None
+            self._seen.setdefault(path, number)
+        return self._seen[loc]
+
+    def line_of(self, loc: Path) -> int | None:
+        """The line of `loc`, or of its nearest enclosing key or table."""
+        if self._find(loc) is not None:
+            return self._seen[loc]
+        return line_of(self._seen, loc)
 
 
 def line_of(lines: dict[Path, int], loc: Path) -> int | None:

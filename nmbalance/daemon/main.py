@@ -266,9 +266,9 @@ class Daemon:
                    f"{report.conntrack_ms:.1f} ms" if gone else "")
         if quiet:
             pass  # the reconciler says what it repaired
-        elif report.nft_mode or report.routing.added or report.routing.removed or dropped:
-            log.info("applied (%s, %.1f ms) after %s: %s%s", report.nft_mode or "routes",
-                     report.kernel_ms, why, self.summary(), dropped)
+        elif what := _changed(report):
+            log.info("applied (%s, %.1f ms) after %s: %s%s", what, report.kernel_ms, why,
+                     self.summary(), dropped)
         else:
             log.debug("nothing to change in the kernel after %s: %s", why, self.summary())
         self.notifier.status(self.summary())
@@ -356,6 +356,16 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+
+def _changed(report: ApplyReport) -> str:
+    """What an apply changed in the kernel: "full", "contents", "routes", "conntrack"."""
+    parts = [report.nft_mode] if report.nft_mode else []
+    if report.routing.added or report.routing.removed:
+        parts.append("routes")
+    if report.conntrack_flushed:
+        parts.append("conntrack")
+    return ", ".join(parts)
 
 
 def _active(plan: Plan) -> str:

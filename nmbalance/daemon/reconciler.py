@@ -229,7 +229,7 @@ class Reconciler:
         if drift:
             self._repairs.append(self.clock())
             how = f" ({report.nft_mode or 'routes'}, {report.kernel_ms:.1f} ms in the kernel)" \
-                if report is not None else ""
+                if report is not None else ""  # a repair always rewrites table or routes
             log.info("drift repaired in %.0f ms%s: %s", (time.perf_counter() - started) * 1000,
                      how, "; ".join(drift))
 

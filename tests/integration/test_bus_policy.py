@@ -101,6 +101,13 @@ def test_the_netdev_group_and_root_may_steer(served: tuple[Lab, Bus, DaemonProce
     # Left out, not down: its established flows keep their conntrack entries.
     still = lab.sh(lab.rtr, "conntrack", "-L", "--mark", f"{0x200}/{0xff00}").stdout.splitlines()
     assert len(still) >= len(flows)
+    # Left out and then down: now its flows go (they have nowhere to go).
+    mark = daemon.mark()
+    lab.carrier(2, False)
+    daemon.wait_for(r"applied .*ISP2 down.*conntrack entries of ISP2 dropped", after=mark)
+    assert lab.sh(lab.rtr, "conntrack", "-L", "--mark", f"{0x200}/{0xff00}").stdout == ""
+    lab.carrier(2, True)
+    daemon.wait_for(r"ISP2 up", after=mark, timeout=20)
     code, out = call(lab, bus, "SetUplinkEnabled", "sb", "ISP2", "true")  # as root
     assert code == 0, out
     assert sum(lab.connections(200).values()) == 200 and lab.connections(200).get(2, 0) > 0

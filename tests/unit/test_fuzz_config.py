@@ -89,10 +89,10 @@ def _toml_string(text: str) -> str:
 
 
 @st.composite
-def mutated(draw: st.DrawFn, seed: str) -> str:
+def mutated(draw: st.DrawFn, seed: str, steps: int = 4) -> str:
     text = seed
     toml = "[[uplink]]" in seed
-    for _ in range(draw(st.integers(1, 4))):
+    for _ in range(draw(st.integers(1, steps))):
         pos = draw(st.integers(0, len(text)))
         action = draw(st.sampled_from(["insert", "delete", "replace", "duplicate", "value",
                                        "value"]))
