@@ -22,6 +22,8 @@ class ConntrackCleaner:
         Python, which on a busy router would hold up the next reconcile."""
         wanted = frozenset(marks)
         if wanted and self._ct is None:
+            # The socket's family is AF_INET (pyroute2's default): the kernel flushes
+            # IPv4 entries only, and IPv6 flows carry no mark of ours anyway.
             self._ct = Conntrack()
         for mark in sorted(wanted):
             assert self._ct is not None
