@@ -3,8 +3,8 @@ line on stdin, then runs. A test can then kill it inside the kernel window
 rather than during Python's start-up.
 
 With NMB_GATED_TRACE set, it prints to stderr where that window was, in
-seconds after the line arrived: "window FIRST LAST" (from entering the
-applier to leaving it), so a test can aim its kills.
+seconds after the line arrived: "window FIRST LAST", from the first change
+(routes added) to the last (routes removed), so a test can aim its kills.
 """
 
 from __future__ import annotations
@@ -16,21 +16,25 @@ from typing import Any
 
 import nmbalance.oneshot  # noqa: F401  (imported before the line, like the rest)
 from nmbalance.cli import main
-from nmbalance.dataplane.apply import Applier
+from nmbalance.dataplane import routing
 
 
 def _traced(started: float) -> None:
-    original = Applier.apply
+    seen: dict[str, float] = {}
+    make, brk = routing.make, routing.brk
 
-    def apply(self: Applier, plan: Any) -> Any:
-        entered = time.monotonic() - started
+    def first(*args: Any) -> Any:
+        seen["first"] = time.monotonic() - started
+        return make(*args)
+
+    def last(*args: Any) -> Any:
         try:
-            return original(self, plan)
+            return brk(*args)
         finally:
-            print(f"window {entered:.6f} {time.monotonic() - started:.6f}", file=sys.stderr,
-                  flush=True)
+            print(f"window {seen['first']:.6f} {time.monotonic() - started:.6f}",
+                  file=sys.stderr, flush=True)
 
-    Applier.apply = apply  # type: ignore[method-assign]
+    routing.make, routing.brk = first, last  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

@@ -115,10 +115,12 @@ class Applier:
         started = time.perf_counter()
         proto = plan.route_protocol
         want = (frozenset(plan.routes), frozenset(plan.rules))
-        # What the nft step will run, checked before anything changes: a transaction
-        # the kernel would refuse (a bad snippet) leaves routes and rules as they were.
+        # With the administrator's snippets in it, what the nft step will run is checked
+        # (a dry run) before anything changes: a snippet the kernel refuses leaves routes
+        # and rules as they were. Our own table needs no such check: it is all or nothing.
         mode, text, before_live = self._nft_step(plan)
-        if mode == "full" and (error := self.table(plan.nft.table).check(text)) is not None:
+        if mode == "full" and plan.nft.spec.snippets and (
+                error := self.table(plan.nft.table).check(text)) is not None:
             raise ApplyError(self._explain(plan, error))
         d = routing.RoutingDiff()
         if want != self._routing:

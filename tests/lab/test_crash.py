@@ -82,7 +82,7 @@ def test_kill_9_of_apply_at_random_points(lab: Lab, configs: dict[str, str]) -> 
         go(proc)
         _, err = proc.communicate(timeout=10)
         assert proc.returncode == 0, err
-        windows.append([float(x) for x in err.split("window ")[1].split()[:2]])
+        windows.append([float(x) for x in err.split("window ")[1].split()[:2]])  # first..last change
     first = statistics.median(w[0] for w in windows)
     last = statistics.median(w[1] for w in windows)
     rng = random.Random(9)
