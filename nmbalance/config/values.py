@@ -10,6 +10,7 @@ server or probe target (unspecified, loopback, multicast, broadcast).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Annotated
 
@@ -78,8 +79,8 @@ def ipv4_network(value: object, what: str = "a prefix") -> IPv4Network:
     return net
 
 
-def _checked(check: object, what: str) -> BeforeValidator:
-    return BeforeValidator(lambda value: check(value, what))  # type: ignore[operator]
+def _checked(check: Callable[[object, str], object], what: str) -> BeforeValidator:
+    return BeforeValidator(lambda value: check(value, what))
 
 
 # Field types: pydantic runs the check first, then holds the parsed value.
