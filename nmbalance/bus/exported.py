@@ -3,6 +3,7 @@ configured uplink, and their properties from the last plan and health."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from ipaddress import IPv4Interface
 
 from nmbalance.bus.compat import DBusError, MessageBus, NameFlag, RequestNameReply
@@ -55,7 +56,7 @@ class Exported:
 
     def publish(self, config: Config, plan: Plan | None, facts: Facts | None,
                 monitor: HealthMonitor, disabled: set[str], following: list[str],
-                summary: str) -> None:
+                summary: str, probing: Mapping[str, list[str]]) -> None:
         self.manager.update(Summary=summary, Following=following)
         for u in config.uplink:
             obj = self.uplinks.get(u.name)
@@ -83,4 +84,5 @@ class Exported:
                 LatencyMs=round(tracker.latency_ms, 1)
                 if tracker is not None and tracker.latency_ms is not None else -1.0,
                 LossPercent=round(loss, 1) if loss is not None else -1.0,
+                Probing=list(probing.get(u.name, [])),
             )

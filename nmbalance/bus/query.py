@@ -68,6 +68,8 @@ def render_daemon_status(status: dict[str, Any]) -> str:
             f"{u.get('Share', 0.0):>6.1%}  {u.get('Interface') or '-':<10} "
             f"{u.get('Gateway') or '-':<16} {u.get('GatewaySource') or '-':<14} {rtt:>7} "
             f"{loss:>5}  {u.get('Reason', '')}")
+        if any(not target[:1].isdigit() for target in u.get("Probing") or []):
+            lines.append(f"{'':<12} probing {', '.join(u['Probing'])}")
     if any(not u.get("Enabled", True) for u in status["uplinks"]):
         lines.append("* disabled by request (SetUplinkEnabled)")
     return "\n".join(lines) + "\n"

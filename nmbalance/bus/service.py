@@ -118,8 +118,8 @@ class ManagerInterface(ServiceInterface):  # type: ignore[misc]
 
 UPLINK_DEFAULTS: dict[str, Any] = {
     "Name": "", "State": "", "Health": "", "Reason": "", "Enabled": True, "Interface": "",
-    "Connection": "", "Gateway": "", "GatewaySource": "", "Address": "", "Weight": 0,
-    "Share": 0.0, "LatencyMs": -1.0, "LossPercent": -1.0,
+    "Connection": "", "Gateway": "", "GatewaySource": "", "Address": "", "Weight": 0.0,
+    "Share": 0.0, "LatencyMs": -1.0, "LossPercent": -1.0, "Probing": [],
 }
 
 
@@ -179,8 +179,8 @@ class UplinkInterface(ServiceInterface):  # type: ignore[misc]
         return str(self._values["Address"])
 
     @dbus_property(access=PropertyAccess.READ)
-    def Weight(self) -> "u":
-        return int(self._values["Weight"])
+    def Weight(self) -> "d":
+        return float(self._values["Weight"])
 
     @dbus_property(access=PropertyAccess.READ)
     def Share(self) -> "d":
@@ -193,3 +193,8 @@ class UplinkInterface(ServiceInterface):  # type: ignore[misc]
     @dbus_property(access=PropertyAccess.READ)
     def LossPercent(self) -> "d":
         return float(self._values["LossPercent"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Probing(self) -> "as":
+        """Each probe target and what it stands for now ("ping.example.net = 192.0.2.7")."""
+        return list(self._values["Probing"])

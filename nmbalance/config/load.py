@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import re
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Protocol
 
@@ -23,11 +26,36 @@ from nmbalance.config.toml_lines import KeyLines, Path, line_of
 from nmbalance.errors import ConfigError, ConfigErrors
 
 DEFAULT_PATH = "/etc/nmbalance/nmbalance.toml"
+# Where Net-ISP-Balance keeps its config (Debian, then Red Hat): read when ours is absent.
+LEGACY_PATHS = ("/etc/network/balance.conf", "/etc/sysconfig/network-scripts/balance.conf")
 MAX_SIZE = 16 << 20  # far beyond any real config; bounds what a crafted one can cost
 MAX_REPORTED = 20  # errors listed for one file; the rest are counted
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    config: Config
+    warnings: list[str] = field(default_factory=list)  # "file:line: what has no effect"
+
+
+def default_path(exists: Any = FsPath.exists) -> str:
+    """Ours, or else Net-ISP-Balance's where only that one exists."""
+    if exists(FsPath(DEFAULT_PATH)):
+        return DEFAULT_PATH
+    return next((p for p in LEGACY_PATHS if exists(FsPath(p))), DEFAULT_PATH)
+
 
 def load_config(path: str | FsPath) -> Config:
+    """The config; what it holds that has no effect is logged as warnings."""
+    loaded = load(path)
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    return loaded.config
+
+
+def load(path: str | FsPath) -> Loaded:
     source = str(path)
     try:
         with open(path, "rb") as f:
@@ -45,12 +73,16 @@ def load_config(path: str | FsPath) -> Config:
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ConfigError(source, f"not UTF-8 text: byte {data[exc.start]:#04x} at column "
                                   f"{column}", line=line) from None
-    return load_config_text(text, source)
+    return load_text(text, source)
 
 
 def load_config_text(text: str, source: str = "<config>") -> Config:
-    data, lines = parse_text(text, source)
-    return validate(data, lines, source)
+    return load_text(text, source).config
+
+
+def load_text(text: str, source: str = "<config>") -> Loaded:
+    data, lines, errors, warnings = parse_text(text, source)
+    return Loaded(validate(data, lines, source, errors), warnings)
 
 
 class Lines(Protocol):
@@ -67,10 +99,13 @@ class _Known:
         return line_of(self.lines, loc)
 
 
-def parse_text(text: str, source: str) -> tuple[dict[str, Any], Lines]:
+def parse_text(text: str, source: str
+               ) -> tuple[dict[str, Any], Lines, list[ConfigError], list[str]]:
+    """The document as a dict, where its keys sit, the errors found while parsing
+    (a balance.conf reports them all) and warnings."""
     if looks_legacy(text):
-        data, lines = parse_legacy(text, source)
-        return data, _Known(lines)
+        legacy = parse_legacy(text, source)
+        return legacy.data, _Known(legacy.lines), legacy.errors, legacy.warnings
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -86,7 +121,7 @@ def parse_text(text: str, source: str) -> tuple[dict[str, Any], Lines]:
     except RecursionError:
         raise ConfigError(source, "not valid TOML: arrays or tables nested too deeply",
                           line=_deepest_line(text)) from None
-    return data, KeyLines(text)
+    return data, KeyLines(text), [], []
 
 
 def _too_long(text: str, source: str) -> ConfigError:
@@ -104,19 +139,26 @@ def _deepest_line(text: str, limit: int = 100) -> int:
     return 1
 
 
-def validate(data: dict[str, Any], lines: Lines, source: str) -> Config:
+def validate(data: dict[str, Any], lines: Lines, source: str,
+             found: Sequence[ConfigError] = ()) -> Config:
+    """The Config, or every problem at once: `found` (from parsing) and the model's."""
     try:
         config = Config.model_validate(data, context={"defer_cross_check": True})
     except ValidationError as exc:
-        raise _reported(_merge_alternatives(
-            [_to_config_error(e, lines, source) for e in exc.errors(include_url=False)]
-        ), source) from None
-    problems = cross_check(config)
-    if problems:
-        raise _reported(
-            [ConfigError(source, msg, line=lines.line_of(loc), field=field_path(loc))
-             for loc, msg in problems], source)
+        errors = _merge_alternatives(
+            [_to_config_error(e, lines, source) for e in exc.errors(include_url=False)])
+        if found:  # an uplink list left empty by rows already refused says nothing new
+            errors = [e for e in errors if e.field != "uplink"]
+        raise _reported(_in_order([*found, *errors]), source) from None
+    problems = [ConfigError(source, msg, line=lines.line_of(loc), field=field_path(loc))
+                for loc, msg in cross_check(config)]
+    if found or problems:
+        raise _reported(_in_order([*found, *problems]), source)
     return config
+
+
+def _in_order(errors: list[ConfigError]) -> list[ConfigError]:
+    return sorted(errors, key=lambda e: e.line if e.line is not None else 1 << 30)
 
 
 def _reported(errors: list[ConfigError], source: str) -> ConfigErrors:

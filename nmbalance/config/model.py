@@ -57,6 +57,13 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
 # to escape in nft text; validated here so no name ever reaches a parser unchecked.
 IFNAME_PATTERN = r"^[A-Za-z0-9_.+-]{1,15}$"
 IfName = Annotated[str, Field(pattern=IFNAME_PATTERN)]
+# A LAN may be an address label on a device ("eth3:0", as `ip addr add ... label`
+# makes): the label's addresses on that device. Labels fit in IFNAMSIZ too.
+LanIfName = Annotated[str, Field(max_length=15,
+                                 pattern=r"^[A-Za-z0-9_.+-]{1,15}(:[A-Za-z0-9_.+-]{1,14})?$")]
+# Net-ISP-Balance's shorthands in a forwarding group: every ISP, every LAN.
+GROUP_SHORTHANDS = (":isp", ":lan")
+GroupMember = Annotated[str, Field(pattern=r"^([A-Za-z0-9_.-]{1,32}|:isp|:lan)$")]
 MethodName = Annotated[Method, BeforeValidator(_alias_method)]
 
 _PORT_RANGE = re.compile(r"^(\d{1,5})-(\d{1,5})$")
@@ -124,7 +131,9 @@ class Uplink(Strict):
     name: Name
     interface: IfName | None = None
     connection: Text | None = None
-    weight: Annotated[int, Field(ge=1, le=1000)] = 1
+    # Any non-negative number, as Net-ISP-Balance takes; 0 is a backup, used only
+    # while no uplink of positive weight is.
+    weight: Annotated[int | float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] = 1
     gateway: Literal["auto"] | GatewayAddress = "auto"
     probe: Annotated[list[ProbeTarget], BeforeValidator(at_most(16))] = []
     dns: Annotated[list[DnsServer], BeforeValidator(at_most(16))] = []
@@ -140,7 +149,12 @@ class Uplink(Strict):
 
 class Lan(Strict):
     name: Name
-    interface: IfName
+    interface: LanIfName
+
+    @property
+    def device(self) -> str:
+        """The device an address label sits on ("eth3" for "eth3:0")."""
+        return self.interface.split(":", 1)[0]
 
 
 class HealthSettings(Strict):
@@ -237,6 +251,9 @@ class KernelSettings(Strict):
     rule_priority_base: Annotated[int, Field(ge=1, le=32000)] = 7700
     route_protocol: int = 211
     flush_conntrack: bool = True
+    # net.ipv4.ip_forward: "auto" turns it on when LANs are configured (a router);
+    # `flush` puts back the value nmbalance found. false: never touched.
+    ip_forward: Literal["auto"] | bool = "auto"
 
     @field_validator("table", mode="before")
     @classmethod
@@ -275,13 +292,22 @@ class KernelSettings(Strict):
 
 
 class FirewallSettings(Strict):
+    """Net-ISP-Balance's firewall (DESIGN.md "Firewall"): on for a balance.conf."""
+
     restrictive: bool = False
-    allow_ssh: bool = True
+    # SSH to the router from the uplinks' side (the LANs may always reach it).
+    allow_ssh: bool = False
     ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
+    # TCP MSS clamped to the route's MTU for connections leaving these uplinks:
+    # "auto": ppp and tun devices, whose MTU is below Ethernet's.
+    clamp_mss: Literal["auto"] | bool = "auto"
 
 
 class ForwardingGroup(Strict):
-    members: Annotated[list[Name], Field(min_length=2), BeforeValidator(at_most(512))]
+    """Services that may reach each other, the LAN side starting; ":isp" and ":lan"
+    stand for all of them. A group of one allows nothing, as in Net-ISP-Balance."""
+
+    members: Annotated[list[GroupMember], Field(min_length=1), BeforeValidator(at_most(512))]
 
 
 class PortForward(Strict):
@@ -291,6 +317,9 @@ class PortForward(Strict):
     port: PortSpec
     to: LanHost
     to_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # Also from the LANs to the uplinks' own addresses, masqueraded so the LAN host
+    # answers through the router (Net-ISP-Balance's forward_with_snat).
+    hairpin: bool = False
 
 
 class Config(Strict):
@@ -352,7 +381,7 @@ def cross_check(config: Config) -> list[tuple[Loc, str]]:
                 problems.append((("rule", i, "uplinks"), f"unknown uplink {name!r}"))
     for i, group in enumerate(config.forwarding_group):
         for name in group.members:
-            if name not in seen_names:
+            if name not in seen_names and name not in GROUP_SHORTHANDS:
                 problems.append((("forwarding_group", i, "members"), f"unknown service {name!r}"))
     for i, fwd in enumerate(config.port_forward):
         for name in fwd.uplinks:

@@ -10,6 +10,7 @@ server or probe target (unspecified, loopback, multicast, broadcast).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Annotated
@@ -83,9 +84,38 @@ def _checked(check: Callable[[object, str], object], what: str) -> BeforeValidat
     return BeforeValidator(lambda value: check(value, what))
 
 
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+GATEWAY_TARGET = "gateway"  # a probe target: the uplink's gateway, whatever it is now
+
+
+def host_name(value: str, what: str = "a host name") -> str:
+    """A DNS name with at least two labels (a single label would go through search
+    domains, which an uplink's own resolver does not share); lower-cased, no final dot."""
+    name = value.strip().rstrip(".").lower()
+    labels = name.split(".")
+    if (len(name) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(x) for x in labels)
+            or labels[-1].isdigit()):
+        raise ValueError(f"{what} {value!r} is not an IPv4 address or a host name like "
+                         "\"ping.example.net\"")
+    return name
+
+
+def probe_target(value: object, what: str = "probe target") -> IPv4Address | str:
+    """An IPv4 address, a host name (resolved through the uplink's own DNS), or
+    "gateway"."""
+    if isinstance(value, str):
+        text = _text(value, what)
+        if text.lower() == GATEWAY_TARGET:
+            return GATEWAY_TARGET
+        # Digits and dots only is an address, however mistyped, never a name.
+        if not re.fullmatch(r"[0-9.]*", text) and ":" not in text:
+            return host_name(text, what)
+    return usable_ipv4(value, what)
+
+
 # Field types: pydantic runs the check first, then holds the parsed value.
 GatewayAddress = Annotated[IPv4Address, _checked(usable_ipv4, "gateway")]
-ProbeTarget = Annotated[IPv4Address, _checked(usable_ipv4, "probe target")]
+ProbeTarget = Annotated[IPv4Address | str, _checked(probe_target, "probe target")]
 DnsServer = Annotated[IPv4Address, _checked(usable_ipv4, "DNS server")]
 LanHost = Annotated[IPv4Address, _checked(usable_ipv4, "LAN host")]
 Prefix = Annotated[IPv4Network, _checked(ipv4_network, "prefix")]

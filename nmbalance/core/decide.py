@@ -117,7 +117,10 @@ def _group_weights(method: str, members: Sequence[str], weights: Mapping[str, fl
         # Healthy before degraded, then the highest weight; the first wins ties.
         top = max(live, key=lambda item: (item[0] not in degraded, item[1]))
         return [(top[0], 1)]
-    return live
+    # Weight 0 marks a backup: in rotation only while no uplink of positive weight is,
+    # and then the backups share alike.
+    weighted = [(name, w) for name, w in live if w > 0]
+    return weighted or [(name, 1.0) for name, _ in live]
 
 
 def _ports(spans: Sequence[tuple[int, int]]) -> str:
@@ -274,12 +277,13 @@ def decide(
                              key=lambda m: m.mark)),
         groups=tuple(groups),
         matches=tuple(matches),
-        lan_interfaces=tuple(lan.interface for lan in config.lan),
         restrictive=config.firewall.restrictive,
         allow_ssh=config.firewall.allow_ssh,
         ssh_port=config.firewall.ssh_port,
+        clamp_mss=_clamps_mss(config),
         port_forwards=tuple(
-            PortForwardSpec(i, pf.proto, pf.port[0], pf.port[1], str(pf.to), pf.to_port)
+            PortForwardSpec(i, pf.proto, pf.port[0], pf.port[1], str(pf.to), pf.to_port,
+                            pf.hairpin)
             for i, pf in enumerate(config.port_forward)
         ),
         snippets=snippets,
@@ -298,6 +302,35 @@ def decide(
         live_marks=frozenset(layout.mark(uid[n]) for n in names if n in usable),
         warnings=tuple(warnings),
     )
+
+
+# Devices whose MTU is below Ethernet's by nature: PPP(oE) and tunnels.
+MSS_CLAMP_DEVICES = ("ppp", "tun")
+
+
+def _clamps_mss(config: Config) -> bool:
+    """Whether the clamp chain is needed: asked for, or "auto" with an uplink that may
+    be a ppp or tun device (one named by connection may be anything)."""
+    clamp = config.firewall.clamp_mss
+    return clamp is True or (clamp == "auto" and any(
+        u.interface is None or u.interface.startswith(MSS_CLAMP_DEVICES) for u in config.uplink))
+
+
+def allowed_pairs(config: Config) -> set[frozenset[str]]:
+    """Which services may reach each other (Net-ISP-Balance's forwarding groups): each
+    group allows every pair of its members, ":isp" and ":lan" standing for all of
+    them; no group at all means [":isp", ":lan"], everyone. A group of one allows
+    nothing."""
+    isps = [u.name for u in config.uplink]
+    lans = [lan.name for lan in config.lan]
+    groups = [g.members for g in config.forwarding_group] or [[":isp", ":lan"]]
+    pairs: set[frozenset[str]] = set()
+    for members in groups:
+        names = [n for m in members for n in (isps if m == ":isp" else lans if m == ":lan"
+                                               else [m])]
+        pairs |= {frozenset((a, b)) for i, a in enumerate(names) for b in names[i + 1:]
+                  if a != b}
+    return pairs
 
 
 def _contents(
@@ -330,17 +363,19 @@ def _contents(
     source4 = {str(a.ip): idents[u.name] for u in config.uplink
                if per[u.name].routed and per[u.name].interface != facts.main_default
                for a in per[u.name].facts.addresses if isinstance(a.ip, IPv4Address)}
-    lan_ifaces = [lan.interface for lan in config.lan]
     uplink_if = {n: i for n, i in present.items() if i}
-    if config.forwarding_group:
-        by_name = dict(uplink_if) | {lan.name: lan.interface for lan in config.lan}
-        pairs = sorted({
-            (by_name[a], by_name[b])
-            for g in config.forwarding_group for a in g.members for b in g.members
-            if a != b and a in by_name and b in by_name
-        })
-    else:
-        pairs = sorted({(lan, up) for lan in lan_ifaces for up in uplink_if.values()})
+    lan_nets = {lan.name: (lan.device, [str(p) for f in facts.lans if f.name == lan.name
+                                         for p in f.prefixes if isinstance(p, IPv4Network)])
+                for lan in config.lan}
+    allowed = allowed_pairs(config)
+    forward: set[tuple[str, str, str, str]] = set()
+    for a, (dev_a, nets_a) in lan_nets.items():
+        for b, (dev_b, nets_b) in lan_nets.items():
+            if a != b and frozenset((a, b)) in allowed:
+                forward |= {(dev_a, p, dev_b, q) for p in nets_a for q in nets_b}
+        for up, dev in uplink_if.items():
+            if frozenset((a, up)) in allowed:
+                forward |= {(dev_a, p, dev, "0.0.0.0/0") for p in nets_a}
     pf_ifaces = {
         i: tuple(uplink_if[n] for n in (pf.uplinks or [u.name for u in config.uplink])
                  if n in uplink_if)
@@ -358,7 +393,14 @@ def _contents(
         inbound={i: idents[n] for n, i in uplink_if.items()},
         masquerade=tuple(uplink_if[u.name] for u in config.uplink
                          if u.masquerade and u.name in uplink_if),
-        forward_pairs=tuple(pairs),
+        lan_sources=tuple(sorted({(dev, p) for dev, nets in lan_nets.values() for p in nets})),
+        forward_allowed=tuple(sorted(forward)),
+        uplink_addresses=tuple(sorted({str(a.ip) for u in config.uplink
+                                       for a in per[u.name].facts.addresses
+                                       if isinstance(a.ip, IPv4Address)})),
+        mss_clamped=tuple(sorted({dev for dev in uplink_if.values()
+                                  if config.firewall.clamp_mss is True
+                                  or dev.startswith(MSS_CLAMP_DEVICES)})),
         port_forward_ifaces=pf_ifaces,
         dead_sticky_sets=dead,
     )

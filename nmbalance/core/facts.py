@@ -32,6 +32,7 @@ class UplinkFacts:
     up: bool = True  # administratively (IFF_UP); when not, the kernel takes no routes via it
     carrier: bool = False  # up and the lower layer too (IFF_LOWER_UP)
     point_to_point: bool = False
+    peer: AnyAddress | None = None  # the far end of a point-to-point link
     addresses: tuple[AnyInterface, ...] = ()
     gateway: AnyAddress | None = None
     gateway_source: GatewaySource = GatewaySource.NONE

@@ -36,7 +36,7 @@ class UplinkPlan:
     gateway_source: str
     status: UplinkStatus
     reason: str
-    weight: int
+    weight: float
     share: float  # of new connections under the global mode
     routed: bool  # has its own routing table
 

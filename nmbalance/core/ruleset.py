@@ -71,6 +71,7 @@ class PortForwardSpec:
     last_port: int
     to: str
     to_port: int | None
+    hairpin: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,10 @@ class TableSpec:
     uplinks: tuple[MarkedUplink, ...]
     groups: tuple[Group, ...]
     matches: tuple[tuple[str, str], ...]  # (nft match expression, group ident), first wins
-    lan_interfaces: tuple[str, ...] = ()
     restrictive: bool = False
-    allow_ssh: bool = True
+    allow_ssh: bool = False
     ssh_port: int = 22
+    clamp_mss: bool = False
     port_forwards: tuple[PortForwardSpec, ...] = ()
     snippets: tuple[tuple[str, str], ...] = ()  # (file path, nft text)
 
@@ -97,7 +98,13 @@ class TableContents:
     source4: Mapping[str, str] = field(default_factory=dict)  # an uplink's address -> its ident
     inbound: Mapping[str, str] = field(default_factory=dict)  # ifname -> uplink ident
     masquerade: tuple[str, ...] = ()
-    forward_pairs: tuple[tuple[str, str], ...] = ()
+    # (LAN device, LAN prefix): who counts as the LAN (firewall, hairpin).
+    lan_sources: tuple[tuple[str, str], ...] = ()
+    # (in device, source prefix, out device, destination prefix) that may start a
+    # connection through the router: the LAN side only.
+    forward_allowed: tuple[tuple[str, str, str, str], ...] = ()
+    uplink_addresses: tuple[str, ...] = ()  # hairpin: the uplinks' own addresses
+    mss_clamped: tuple[str, ...] = ()  # devices whose TCP MSS is clamped to the route's MTU
     port_forward_ifaces: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     dead_sticky_sets: tuple[str, ...] = ()
 
@@ -136,10 +143,6 @@ def _set_bits(mark: int, mask: int, what: str) -> str:
     return f"{what} set {what} and {keep:#010x} or {mark:#010x}"
 
 
-def _quoted(names: Iterable[str]) -> str:
-    return ", ".join(f'"{n}"' for n in names)
-
-
 def render_snippets(spec: TableSpec) -> str:
     """The administrator's snippets, each after a comment naming its file."""
     return "".join(f"# snippet {path}\n{text.rstrip()}\n" for path, text in spec.snippets)
@@ -167,6 +170,7 @@ def _table_body(spec: TableSpec) -> str:
     add("  map dns4 { type ipv4_addr : verdict; }")
     add("  map source4 { type ipv4_addr : verdict; }")
     add("  map inbound { type ifname : verdict; }")
+    add("  set lan_sources { type ifname . ipv4_addr; flags interval; }")
     restore = ", ".join(f"{u.mark:#x} : goto {restore_chain(u.ident)}" for u in spec.uplinks)
     add(f"  map restore {{ typeof ct mark : verdict; elements = {{ {restore} }} }}")
     for g in spec.groups:
@@ -225,6 +229,15 @@ def _table_body(spec: TableSpec) -> str:
         out.extend(_port_forward_chains(spec))
     if spec.restrictive:
         out.extend(_firewall_chains(spec))
+    if spec.clamp_mss:
+        # A path MTU below Ethernet's (PPPoE, tunnels) would blackhole full-size
+        # segments where ICMP is filtered: announce what fits.
+        out += ["  set mss_clamped { type ifname; }",
+                "  chain mss {",
+                "    type filter hook forward priority mangle; policy accept;",
+                "    meta nfproto ipv4 oifname @mss_clamped tcp flags syn / syn,rst "
+                "tcp option maxseg size set rt mtu",
+                "  }"]
     add("}")
     return "\n".join(out) + "\n"
 
@@ -254,6 +267,7 @@ def _group_chains(g: Group) -> list[str]:
 
 def _port_forward_chains(spec: TableSpec) -> list[str]:
     out = ["  chain dstnat {", "    type nat hook prerouting priority dstnat; policy accept;"]
+    snat = []
     for pf in spec.port_forwards:
         ports = (
             str(pf.first_port) if pf.first_port == pf.last_port
@@ -261,24 +275,41 @@ def _port_forward_chains(spec: TableSpec) -> list[str]:
         )
         target = pf.to if pf.to_port is None else f"{pf.to}:{pf.to_port}"
         out.append(f"    iifname @pf{pf.index} {pf.proto} dport {ports} dnat ip to {target}")
+        if pf.hairpin:
+            # From a LAN to an uplink's own address, as from outside; masqueraded, so
+            # the LAN host answers through the router and not straight back.
+            out.append(f"    iifname . ip saddr @lan_sources ip daddr @uplink_addresses "
+                       f"{pf.proto} dport {ports} dnat ip to {target}")
+            to_ports = ports if pf.to_port is None else str(pf.to_port)
+            snat.append(f"    iifname . ip saddr @lan_sources ct status dnat ip daddr {pf.to} "
+                        f"{pf.proto} dport {to_ports} masquerade")
     out.append("  }")
+    if snat:
+        out += ["  chain hairpin {", "    type nat hook postrouting priority srcnat - 1; "
+                "policy accept;", *snat, "  }"]
     head = [f"  set pf{pf.index} {{ type ifname; }}" for pf in spec.port_forwards]
+    if any(pf.hairpin for pf in spec.port_forwards):
+        head.append("  set uplink_addresses { type ipv4_addr; }")
     return head + out
 
 
 def _firewall_chains(spec: TableSpec) -> list[str]:
-    out = ["  set forward_pairs { type ifname . ifname; }"]
-    out += [
+    """Net-ISP-Balance's restrictive firewall: the router takes what its LANs send
+    (from their own prefixes), replies, DHCP answers and pings at 1/s; connections
+    through it start on the LAN side, or at a port forward."""
+    out = [
+        "  set forward_allowed { type ifname . ipv4_addr . ifname . ipv4_addr; flags interval; }",
         "  chain input {",
         "    type filter hook input priority filter; policy drop;",
         "    meta nfproto ipv6 accept",  # IPv6 is the system's own firewall's to judge
         "    ct state established,related accept",
         "    ct state invalid drop",
         '    iifname "lo" accept',
+        "    iifname . ip saddr @lan_sources accept",
+        # A DHCP client's unicast answers conntrack can't pair with a broadcast request.
+        "    udp sport 67 udp dport 68 accept",
+        "    icmp type echo-request limit rate 1/second accept",
     ]
-    if spec.lan_interfaces:
-        out.append(f"    iifname {{ {_quoted(spec.lan_interfaces)} }} accept")
-    out.append("    meta l4proto icmp accept")
     if spec.allow_ssh:
         out.append(f"    tcp dport {spec.ssh_port} accept")
     out += [
@@ -287,8 +318,9 @@ def _firewall_chains(spec: TableSpec) -> list[str]:
         "    type filter hook forward priority filter; policy drop;",
         "    meta nfproto ipv6 accept",
         "    ct state established,related accept",
-        "    ct status dnat accept",
-        "    iifname . oifname @forward_pairs accept",
+        "    ct state invalid drop",
+        "    ct status dnat accept",  # a port forward's, or another program's DNAT
+        "    iifname . ip saddr . oifname . ip daddr @forward_allowed accept",
         "  }",
     ]
     return out
@@ -323,8 +355,14 @@ def render_contents(spec: TableSpec, contents: TableContents) -> str:
         fill("map", f"w_{g.ident}", items)
     for name in contents.dead_sticky_sets:
         out.append(f"flush set inet {t} {name}")
+    fill("set", "lan_sources", [f'"{i}" . {p}' for i, p in contents.lan_sources])
     if spec.restrictive:
-        fill("set", "forward_pairs", [f'"{a}" . "{b}"' for a, b in contents.forward_pairs])
+        fill("set", "forward_allowed", [f'"{a}" . {p} . "{b}" . {q}'
+                                        for a, p, b, q in contents.forward_allowed])
     for pf in spec.port_forwards:
         fill("set", f"pf{pf.index}", [f'"{i}"' for i in contents.port_forward_ifaces.get(pf.index, ())])
+    if any(pf.hairpin for pf in spec.port_forwards):
+        fill("set", "uplink_addresses", contents.uplink_addresses)
+    if spec.clamp_mss:
+        fill("set", "mss_clamped", [f'"{i}"' for i in contents.mss_clamped])
     return "\n".join(out) + "\n"

@@ -39,7 +39,7 @@ from nmbalance.inet import AnyAddress
 from nmbalance.publish.events import Event, EventQueue
 from nmbalance.publish.sdnotify import Notifier
 from nmbalance.sources.kernel_watch import EventKind, KernelEvent
-from nmbalance.sources.probes import ProbeScheduler, RoundSender
+from nmbalance.sources.probes import ProbeScheduler, ProbeTargets, RoundSender
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,9 @@ class Daemon:
             debounce=lambda: self.config.daemon.debounce_ms / 1000,
             verify_interval=lambda: self.config.daemon.verify_interval)
         self.bus = bus(self, self.reconciler.request) if bus is not None else None
-        self.probes = ProbeScheduler(lambda: self.config, self.probe_source.get, self._probed,
+        self.probe_targets = ProbeTargets(
+            self.probe_source.get, lambda name: self.facts.uplink(name) if self.facts else None)
+        self.probes = ProbeScheduler(lambda: self.config, self.probe_targets, self._probed,
                                      prober)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -280,7 +282,7 @@ class Daemon:
         if exported is not None:
             exported.publish(self.config, self.plan, self.facts, self.monitor,
                              self.disabled, self.bus.following if self.bus else [],
-                             self.summary())
+                             self.summary(), self.probe_targets.shown(self.config))
 
     def summary(self) -> str:
         if self.plan is None:

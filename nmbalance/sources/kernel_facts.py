@@ -16,7 +16,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from nmbalance.config.model import Config
+from nmbalance.config.model import Config, Lan
 from nmbalance.core.facts import Facts, GatewaySource, LanFacts, UplinkFacts
 from nmbalance.core.plan import MAIN_TABLE
 from nmbalance.inet import AnyInterface, AnyNetwork
@@ -71,14 +71,38 @@ def read_links(ipr: IPRoute) -> dict[int, KernelLink]:
     }
 
 
-def read_addresses(ipr: IPRoute) -> dict[int, list[AnyInterface]]:
-    out: dict[int, list[AnyInterface]] = {}
+@dataclass(frozen=True)
+class KernelAddress:
+    interface: AnyInterface
+    label: str = ""  # IPv4 only: "eth3:0" for an alias, else the device's name
+    peer: IPv4Address | None = None  # the far end of a point-to-point link
+
+
+def read_addresses(ipr: IPRoute) -> dict[int, list[KernelAddress]]:
+    out: dict[int, list[KernelAddress]] = {}
     for m in ipr.get_addr():
-        addr = m.get_attr("IFA_ADDRESS") if m["family"] == socket.AF_INET6 else (
-            m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"))
+        peer = None
+        if m["family"] == socket.AF_INET6:
+            addr = m.get_attr("IFA_ADDRESS")
+        else:
+            addr = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
+            remote = m.get_attr("IFA_ADDRESS")
+            peer = IPv4Address(remote) if remote and remote != addr else None
         if addr:
-            out.setdefault(m["index"], []).append(ip_interface(f"{addr}/{m['prefixlen']}"))
+            out.setdefault(m["index"], []).append(KernelAddress(
+                ip_interface(f"{addr}/{m['prefixlen']}"), m.get_attr("IFA_LABEL") or "", peer))
     return out
+
+
+def lan_prefixes(lan: Lan, link: KernelLink | None,
+                 addresses: Mapping[int, list[KernelAddress]]) -> tuple[AnyNetwork, ...]:
+    """A LAN's prefixes: for "eth3:0" the addresses labelled so; for "eth3" those of
+    the device except its aliases' (IPv6 addresses carry no label)."""
+    if link is None:
+        return ()
+    return tuple(a.interface.network for a in addresses.get(link.index, [])
+                 if a.label in ("", lan.interface)
+                 or (":" not in lan.interface and ":" not in a.label))
 
 
 def read_routes(ipr: IPRoute, family: int = socket.AF_INET) -> list[KernelRoute]:
@@ -125,7 +149,7 @@ def snapshot(ipr: IPRoute, config: Config, interfaces: Mapping[str, str] | None 
 def facts_from(
     config: Config,
     links: dict[int, KernelLink],
-    addresses: dict[int, list[AnyInterface]],
+    addresses: Mapping[int, list[KernelAddress]],
     routes: list[KernelRoute],
     interfaces: Mapping[str, str] | None = None,
 ) -> Facts:
@@ -148,8 +172,9 @@ def facts_from(
             up=link.up,
             carrier=link.carrier,
             point_to_point=link.point_to_point,
-            addresses=tuple(a for a in addresses.get(link.index, [])
-                            if isinstance(a, IPv4Interface | IPv6Interface)),
+            addresses=tuple(a.interface for a in addresses.get(link.index, [])
+                            if isinstance(a.interface, IPv4Interface | IPv6Interface)),
+            peer=next((a.peer for a in addresses.get(link.index, []) if a.peer), None),
             gateway=gateway,
             gateway_source=GatewaySource.KERNEL if gateway else GatewaySource.NONE,
             gateway_reason=reason,
@@ -157,10 +182,10 @@ def facts_from(
         ))
     lans = []
     for lan in config.lan:
-        link = by_name.get(lan.interface)
-        prefixes = tuple(a.network for a in addresses.get(link.index, [])) if link else ()
-        lans.append(LanFacts(lan.name, lan.interface, link is not None, prefixes))
-    connected = [a.network for addrs in addresses.values() for a in addrs]
+        link = by_name.get(lan.device)
+        lans.append(LanFacts(lan.name, lan.interface, link is not None,
+                             lan_prefixes(lan, link, addresses)))
+    connected = [a.interface.network for addrs in addresses.values() for a in addrs]
     main_specific = [
         r.dst for r in routes
         if r.table == MAIN_TABLE and r.dst.prefixlen > 0 and r.proto != own

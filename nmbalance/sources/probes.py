@@ -8,7 +8,9 @@ so that no probe waits behind another and turns a queue into "loss".
 
 The scheduler runs one loop per probed uplink, every interval, and hands
 each round's outcome to a callback; it restarts as a whole when the config
-changes (other targets, interval or pool size).
+changes (other targets, interval or pool size). Before each round the
+targets are worked out anew: "gateway" is the uplink's gateway now (or its
+point-to-point peer), a host name what the uplink's DNS says (resolver.py).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from statistics import median
 from typing import Protocol
 
@@ -26,8 +29,11 @@ from icmplib import ICMPLibError, ICMPRequest, ICMPv4Socket, ICMPv6Socket, Socke
 
 from nmbalance.aio import raise_if_cancelled
 from nmbalance.config.model import Config, Uplink
+from nmbalance.config.values import GATEWAY_TARGET
+from nmbalance.core.facts import UplinkFacts
 from nmbalance.core.health_machine import Lost, Observation, Reply
 from nmbalance.inet import AnyAddress
+from nmbalance.sources.resolver import ProbeResolver, ResolveError
 
 
 def unprivileged_icmp_allowed() -> bool:
@@ -45,6 +51,7 @@ class RoundResult:
     needed: int
     rtt_ms: float | None  # median of the answers
     detail: str  # to whom, and what went wrong, for the log line
+    unanswered: tuple[AnyAddress, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -115,10 +122,75 @@ class Prober:
             detail = f"({len(rtts)} of {len(targets)} targets answered, {needed} needed)"
         if failures and len(targets) > 1:
             detail += ": " + "; ".join(failures)
-        return RoundResult(len(rtts), needed, median(rtts) if rtts else None, detail)
+        unanswered = tuple(t for t, o in zip(targets, outcomes, strict=True)
+                           if isinstance(o, BaseException))
+        return RoundResult(len(rtts), needed, median(rtts) if rtts else None, detail, unanswered)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class ProbeTargets:
+    """What an uplink's probe targets stand for now, and where its probes leave from."""
+
+    source: Callable[[str], AnyAddress | None]  # None while it has no table of its own
+    facts: Callable[[str], UplinkFacts | None]
+    resolver: ProbeResolver = field(default_factory=ProbeResolver)
+    _names: dict[str, dict[AnyAddress, str]] = field(default_factory=dict)
+
+    async def expand(self, uplink: Uplink, source: AnyAddress
+                     ) -> tuple[list[AnyAddress], str]:
+        """The addresses to probe this round, and why some target has none."""
+        out: list[AnyAddress] = []
+        names: dict[AnyAddress, str] = {}
+        problems: list[str] = []
+        facts = self.facts(uplink.name)
+        for target in uplink.probe:
+            if isinstance(target, IPv4Address):
+                out.append(target)
+            elif target == GATEWAY_TARGET:
+                hop = facts.gateway or facts.peer if facts is not None else None
+                if hop is None:
+                    problems.append("no gateway to probe")
+                else:
+                    out.append(hop)
+            elif isinstance(source, IPv4Address):
+                servers = [a for a in (facts.dns if facts else ()) or uplink.dns
+                           if isinstance(a, IPv4Address)]
+                try:
+                    found = await self.resolver.resolve(uplink.name, target, servers, source)
+                except ResolveError as exc:
+                    problems.append(str(exc))
+                    continue
+                out.append(found[0])
+                names[found[0]] = target
+        self._names[uplink.name] = names
+        return list(dict.fromkeys(out)), "; ".join(problems)
+
+    def lost(self, uplink: str, addresses: Sequence[AnyAddress]) -> None:
+        names = self._names.get(uplink, {})
+        for addr in addresses:
+            if addr in names:
+                self.resolver.lost(uplink, names[addr])
+
+    def shown(self, config: Config) -> Mapping[str, list[str]]:
+        """Per uplink, each probe target and what it stands for now."""
+        out: dict[str, list[str]] = {}
+        for u in config.uplink:
+            resolved = self.resolver.shown(u.name)
+            facts = self.facts(u.name)
+            hop = facts.gateway or facts.peer if facts is not None else None
+
+            def one(target: IPv4Address | str) -> str:
+                if isinstance(target, IPv4Address):
+                    return str(target)
+                if target == GATEWAY_TARGET:
+                    return f"gateway = {hop or 'none'}"  # noqa: B023 (used at once)
+                return f"{target} = {resolved.get(target, 'not resolved yet')}"  # noqa: B023
+
+            out[u.name] = [one(t) for t in u.probe]
+        return out
 
 
 class _Restart(Exception):
@@ -126,11 +198,11 @@ class _Restart(Exception):
 
 
 class ProbeScheduler:
-    def __init__(self, config: Callable[[], Config], source: Callable[[str], AnyAddress | None],
+    def __init__(self, config: Callable[[], Config], targets: ProbeTargets,
                  observe: Callable[[str, Observation], None],
                  sender: Callable[[int], RoundSender]) -> None:
         self._config = config  # the current config, read at each (re)start
-        self._source = source  # where an uplink's probes leave from now; None: skip the round
+        self.targets = targets
         self._observe = observe
         self._sender = sender  # makes a round sender with this many workers
         self._restart = asyncio.Event()
@@ -142,6 +214,8 @@ class ProbeScheduler:
         while True:
             self._restart.clear()
             config = self._config()
+            self.targets.resolver.keep({(u.name, t) for u in config.uplink for t in u.probe
+                                        if isinstance(t, str)})
             prober = self._sender(max(sum(len(u.probe) for u in config.uplink), 4))
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -166,13 +240,22 @@ class ProbeScheduler:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
-            source = self._source(uplink.name)
+            source = self.targets.source(uplink.name)
             if source is not None:
-                result = await prober.round(uplink.probe, source, timeout, health.reliability)
-                self._observe(uplink.name,
-                              Reply(result.rtt_ms or 0.0) if result.ok else Lost(result.detail))
+                await self._round(uplink, source, prober, timeout, health.reliability)
             due += interval
             now = loop.time()
             if due < now:  # fell behind (a suspended machine): skip, don't burst
                 due = now
             await asyncio.sleep(due - now)
+
+    async def _round(self, uplink: Uplink, source: AnyAddress, prober: RoundSender,
+                     timeout: float, reliability: int) -> None:
+        addresses, problem = await self.targets.expand(uplink, source)
+        if not addresses:  # nothing to probe: a round lost, with the reason
+            self._observe(uplink.name, Lost(problem))
+            return
+        result = await prober.round(addresses, source, timeout, reliability)
+        self.targets.lost(uplink.name, result.unanswered)
+        detail = f"{result.detail}; {problem}" if problem else result.detail
+        self._observe(uplink.name, Reply(result.rtt_ms or 0.0) if result.ok else Lost(detail))

@@ -65,7 +65,7 @@ def test_anyone_can_introspect_with_types(served: tuple[Lab, Bus, DaemonProcess]
                    for row in manager.splitlines()), (line, manager)
     uplink = busctl(bus, lab, "introspect", NAME, "/io/github/nmbalance1/uplink/ISP1",
                     uid=NOBODY).stdout
-    for prop, sig in (("State", "s"), ("Gateway", "s"), ("GatewaySource", "s"), ("Weight", "u"),
+    for prop, sig in (("State", "s"), ("Gateway", "s"), ("GatewaySource", "s"), ("Weight", "d"),
                       ("LatencyMs", "d"), ("LossPercent", "d"), ("Enabled", "b")):
         row = next(r for r in uplink.splitlines() if r.startswith(f".{prop} "))
         assert row.split()[1:3] == ["property", sig] and "emits-change" in row

@@ -36,7 +36,7 @@ def test_20000_bad_probe_entries_give_one_error() -> None:
 
 
 def test_many_errors_are_listed_up_to_a_bound() -> None:
-    text = "".join(f'[[uplink]]\nname = "U{i}"\ninterface = "wan{i}"\nweight = 0\n'
+    text = "".join(f'[[uplink]]\nname = "U{i}"\ninterface = "wan{i}"\nweight = -1\n'
                    for i in range(100))
     message, _ = timed_error(text)
     lines = message.splitlines()
