@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nmbalance import __version__
-from nmbalance.config.load import DEFAULT_PATH, load_config
+from nmbalance.config.load import DEFAULT_PATH, LEGACY_PATHS, default_path, load, load_config
 from nmbalance.config.model import Config
 from nmbalance.errors import NmbalanceError
 
@@ -25,11 +25,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="log what is done (run: also every event behind a change)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    default = os.environ.get("NMBALANCE_CONFIG") or DEFAULT_PATH
+    default = os.environ.get("NMBALANCE_CONFIG") or default_path()
 
     def with_config(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("-c", "--config", default=default,
-                        help=f"default {DEFAULT_PATH}, or $NMBALANCE_CONFIG")
+                        help=f"default $NMBALANCE_CONFIG, else {DEFAULT_PATH}, else "
+                             f"Net-ISP-Balance's {' or '.join(LEGACY_PATHS)}")
 
     sp = sub.add_parser("run", help="the daemon: probe, follow events, keep the kernel in step")
     with_config(sp)
@@ -41,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp = sub.add_parser("convert", help="balance.conf -> TOML on stdout")
     sp.add_argument("balance_conf")
+    sp.add_argument("--snippet", metavar="FILE",
+                    help="write the nft rules translated from balance/firewall/ here")
     sp = sub.add_parser("flush", help="remove everything nmbalance installed")
     with_config(sp)
     sp = sub.add_parser("dispatch", help="for dispatcher scripts: refresh the daemon or apply")
@@ -72,7 +75,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if not args.dry_run:
         _no_daemon("`apply`")
-    plan, report = plan_and_apply(config, args.uplinks, dry_run=args.dry_run)
+    plan, report = plan_and_apply(config, args.uplinks, dry_run=args.dry_run,
+                                  config_path=args.config)
     if report is None:
         sys.stdout.write(plan.describe())
         return 0
@@ -93,21 +97,64 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    from nmbalance.config.legacy import looks_legacy
+
+    loaded = load(args.config)
+    config = loaded.config
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.config}: OK ({len(config.uplink)} uplinks, {len(config.lan)} LANs, "
-          f"{len(config.rule)} rules, mode {config.mode})")
+          f"{len(config.rule)} rules, mode {config.mode}"
+          f"{', firewall restrictive' if config.firewall.restrictive else ''})")
+    if Path(args.config).is_file() and looks_legacy(Path(args.config).read_text(errors="replace")):
+        print("  read as Net-ISP-Balance's balance.conf (`nmbalance convert` writes it as TOML)")
     for u in config.uplink:
-        if not u.probe:
+        if u.probe:  # as written: names are resolved by the daemon, through the uplink
+            print(f"  {u.name}: probes {', '.join(_target(t) for t in u.probe)}")
+        else:
             print(f"warning: uplink {u.name} has no probe targets; "
                   "it is judged by carrier and lease alone", file=sys.stderr)
     return 0
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
-    from nmbalance.config.convert import to_toml
+def _target(target: object) -> str:
+    from nmbalance.config.values import GATEWAY_TARGET
 
-    config = load_config(args.balance_conf)
-    sys.stdout.write(to_toml(config, f"converted from {args.balance_conf} by nmbalance convert"))
+    if target == GATEWAY_TARGET:
+        return "its gateway"
+    if isinstance(target, str):
+        return f"{target} (resolved through the uplink's DNS at run time)"
+    return str(target)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """The TOML on stdout; on stderr, what became of each customisation of a
+    Net-ISP-Balance installation (its balance/ folder next to the file)."""
+    from nmbalance.config.convert import to_toml
+    from nmbalance.config.load import load_text
+    from nmbalance.config.migrate import migrate
+
+    loaded = load(args.balance_conf)
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    folder = Path(args.balance_conf).parent / "balance"
+    moved = migrate(folder, loaded.config)
+    text = to_toml(loaded.config, f"converted from {args.balance_conf} by nmbalance convert",
+                   {"port_forward": moved.port_forwards, "route": moved.routes})
+    load_text(text, f"{args.balance_conf} converted")  # what we print must load back
+    sys.stdout.write(text)
+    if moved.report:
+        print(f"{folder}:", file=sys.stderr)
+        for line in moved.report:
+            print(f"  {line}", file=sys.stderr)
+    if moved.nft:
+        rules = "".join(f"{rule}\n" for rule in moved.nft)
+        if args.snippet:
+            Path(args.snippet).write_text(f"# from {folder} by nmbalance convert\n{rules}")
+            print(f"nft rules written to {args.snippet}", file=sys.stderr)
+        else:
+            print("nft rules for a snippet (save them in /etc/nmbalance/nft.d/, or pass "
+                  f"--snippet FILE):\n{rules}", end="", file=sys.stderr)
     return 0
 
 

@@ -53,7 +53,7 @@ def dispatch(event: str, interface: str, config_path: str) -> str:
         from nmbalance.oneshot import plan_and_apply
 
         config = load_config(config_path)
-        plan, _ = plan_and_apply(config)
+        plan, _ = plan_and_apply(config, config_path=config_path)
     except Exception as exc:  # the network manager's event must go on whatever happens here
         log.error("%s: nmbalance apply failed: %s", reason, exc)
         return "failed"

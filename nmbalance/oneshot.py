@@ -41,12 +41,17 @@ def kernel(config: Config) -> Iterator[Applier]:
 
 
 def _selection(config: Config, uplinks: Sequence[str]) -> frozenset[str] | None:
-    names = {u.name for u in config.uplink}
-    unknown = [n for n in uplinks if n not in names]
-    if unknown:
-        raise UsageError(f"unknown uplink {', '.join(unknown)} "
-                         f"(configured: {', '.join(sorted(names))})")
-    return frozenset(uplinks) if uplinks else None
+    """The uplinks named, matched exactly or else, when that is unambiguous, whatever
+    the case (Net-ISP-Balance's services are upper case: `apply cable` means CABLE)."""
+    names = [u.name for u in config.uplink]
+    chosen = []
+    for asked in uplinks:
+        found = [asked] if asked in names else [n for n in names if n.lower() == asked.lower()]
+        if len(found) != 1:
+            why = "ambiguous" if found else "unknown"
+            raise UsageError(f"{why} uplink {asked} (configured: {', '.join(sorted(names))})")
+        chosen.append(found[0])
+    return frozenset(chosen) if chosen else None
 
 
 def discover(ipr: IPRoute, config: Config) -> Facts:
@@ -58,11 +63,25 @@ def discover(ipr: IPRoute, config: Config) -> Facts:
     return with_managed(config, snapshot(ipr, config, resolve_interfaces(config, managed)), managed)
 
 
-def plan_and_apply(config: Config, uplinks: Sequence[str] = (), dry_run: bool = False
-                   ) -> tuple[Plan, ApplyReport | None]:
-    """The plan (with the uplink ids the kernel holds), applied unless dry_run.
-    An uplink whose routes the kernel refuses is taken out and the rest applied:
-    its status says error, with the kernel's reason."""
+def run_hooks(config: Config, event: str, plan: Plan, config_path: str) -> None:
+    """The pre-apply or post-apply hooks, as the daemon runs them (Net-ISP-Balance's
+    pre-run and post-run scripts ran at every load_balance.pl)."""
+    import asyncio
+
+    from nmbalance.core.plan import UplinkStatus
+    from nmbalance.publish.hooks import HookRunner
+
+    hooks = HookRunner(config.daemon.hooks_dir, config.daemon.hook_timeout)
+    if hooks.scripts(event):
+        active = " ".join(u.name for u in plan.uplinks if u.status is UplinkStatus.ACTIVE)
+        asyncio.run(hooks.run(event, {"ACTIVE_UPLINKS": active, "NMBALANCE_CONFIG": config_path}))
+
+
+def plan_and_apply(config: Config, uplinks: Sequence[str] = (), dry_run: bool = False,
+                   config_path: str = "") -> tuple[Plan, ApplyReport | None]:
+    """The plan (with the uplink ids the kernel holds), applied unless dry_run, between
+    the pre-apply and post-apply hooks. An uplink whose routes the kernel refuses is
+    taken out and the rest applied: its status says error, with the kernel's reason."""
     from nmbalance.daemon.kernel import restore_chains
     from nmbalance.dataplane.apply import RoutesRefused, refused_uplinks
 
@@ -78,10 +97,15 @@ def plan_and_apply(config: Config, uplinks: Sequence[str] = (), dry_run: bool = 
                 log.warning("%s", warning)
             if dry_run:
                 return plan, None
+            if not refused:
+                run_hooks(config, "pre-apply", plan, config_path)
             try:
-                return plan, applier.apply(plan)
+                report = applier.apply(plan)
             except RoutesRefused as exc:
                 newly = refused_uplinks(plan, exc)
                 if not newly.keys() - refused.keys():
                     raise
                 refused |= newly
+                continue
+            run_hooks(config, "post-apply", plan, config_path)
+            return plan, report

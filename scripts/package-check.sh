@@ -80,7 +80,7 @@ for f in /usr/bin/nmbalance /usr/lib/systemd/system/nmbalance.service \
 done
 grep -qx /etc/nmbalance/nmbalance.toml /var/lib/dpkg/info/nmbalance.conffiles
 echo "package: installed versions:"
-dpkg-query -W python3 python3-pydantic python3-pyroute2 python3-nftables python3-icmplib python3-dbus-fast nftables
+dpkg-query -W python3 python3-pydantic python3-pyroute2 python3-nftables python3-icmplib python3-dbus-fast python3-dnspython nftables
 # The unit tests, against the installed package and Debian 13's libraries.
 mkdir -p /build/t
 cp -r /build/nmbalance-$VERSION/tests /build/nmbalance-$VERSION/docs /build/nmbalance-$VERSION/scripts \

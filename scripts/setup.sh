@@ -51,7 +51,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import nmbalance, nftables, pyroute2, pytest, mypy, hypothesis" 2>/dev/null; then
+if ! .venv/bin/python -c "import nmbalance, nftables, pyroute2, pytest, mypy, hypothesis, dns.asyncquery" 2>/dev/null; then
     echo "setup: installing Python packages into .venv"
     .venv/bin/pip install -q --upgrade pip >/dev/null
     .venv/bin/pip install -q -e '.[test,pypi-nftables]'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -51,15 +52,21 @@ def _pairs(model: BaseModel) -> list[tuple[str, Any]]:
     return out
 
 
-def to_toml(config: Config, header: str = "") -> str:
+def to_toml(config: Config, header: str = "",
+            extra: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> str:
+    """The config as TOML; `extra`: more array tables (carried-over port forwards and
+    routes). The firewall is written out whole, so what it does is on the page."""
     lines = [f"# {line}" for line in header.splitlines()]
     lines += [f"{k} = {_value(v)}" for k, v in _pairs(config)]
     for section in ("health", "kernel", "firewall", "daemon"):
         sub = getattr(config, section)
-        pairs = _pairs(sub)
+        pairs = _pairs(sub) if section != "firewall" or not sub.restrictive else [
+            (name, getattr(sub, name)) for name in type(sub).model_fields]
         if pairs:
             lines += ["", f"[{section}]"] + [f"{k} = {_value(v)}" for k, v in pairs]
-    for array in ("uplink", "lan", "rule", "forwarding_group", "port_forward"):
+    for array in ("uplink", "lan", "rule", "forwarding_group", "port_forward", "route"):
         for item in getattr(config, array):
             lines += ["", f"[[{array}]]"] + [f"{k} = {_value(v)}" for k, v in _pairs(item)]
+        for entry in (extra or {}).get(array, ()):
+            lines += ["", f"[[{array}]]"] + [f"{k} = {_value(v)}" for k, v in entry.items()]
     return "\n".join(lines) + "\n"

@@ -322,6 +322,17 @@ class PortForward(Strict):
     hairpin: bool = False
 
 
+class StaticRoute(Strict):
+    """A route nmbalance owns in the main table, for a network no uplink or LAN
+    covers (a modem's admin page, a VPN): what Net-ISP-Balance's routes/ scripts
+    added. The main table is looked up before any uplink's, so it holds for
+    every connection, balanced or not."""
+
+    to: Prefix
+    interface: IfName
+    via: GatewayAddress | None = None
+
+
 class Config(Strict):
     mode: MethodName = "weighted"
     persistence_by: PersistenceKey = "source"
@@ -335,6 +346,7 @@ class Config(Strict):
     daemon: DaemonSettings = DaemonSettings()
     forwarding_group: Annotated[list[ForwardingGroup], BeforeValidator(at_most(256))] = []
     port_forward: Annotated[list[PortForward], BeforeValidator(at_most(4096))] = []
+    route: Annotated[list[StaticRoute], BeforeValidator(at_most(4096))] = []
     snippets_dir: OptionalPath | None = "/etc/nmbalance/nft.d"
     warn_email: Annotated[str, Field(max_length=1024, pattern=EMAIL_LIST)] | None = None
 

@@ -241,6 +241,9 @@ def decide(
     rules: list[RoutingRule] = [
         RoutingRule(layout.suppress_priority, MAIN_TABLE, suppress_prefixlength=0)
     ]
+    # [[route]]s, on the devices there are (one that is gone would be refused).
+    routes += [Route(MAIN_TABLE, str(r.to), gateway=str(r.via) if r.via else None,
+                     interface=r.interface) for r in config.route if r.interface in facts.links]
     for u in config.uplink:
         d, i = per[u.name], uid[u.name]
         status, reason = d.status, d.reason
@@ -301,6 +304,8 @@ def decide(
         route_protocol=config.kernel.route_protocol,
         live_marks=frozenset(layout.mark(uid[n]) for n in names if n in usable),
         warnings=tuple(warnings),
+        forwarding=config.kernel.ip_forward is True or (
+            config.kernel.ip_forward == "auto" and bool(config.lan)),
     )
 
 
@@ -346,7 +351,7 @@ def _contents(
 ) -> TableContents:
     present = {u.name: per[u.name].interface or u.interface
                for u in config.uplink if per[u.name].facts.present}
-    bypass: list[AnyNetwork] = list(facts.bypass)
+    bypass: list[AnyNetwork] = [*facts.bypass, *(r.to for r in config.route)]
     for lan in facts.lans:
         bypass += lan.prefixes
     for d in per.values():

@@ -54,6 +54,7 @@ class LanFacts:
 class Facts:
     uplinks: tuple[UplinkFacts, ...] = ()
     lans: tuple[LanFacts, ...] = ()
+    links: frozenset[str] = frozenset()  # every interface present
     # Connected networks and non-default routes of the main table: never balanced.
     bypass: tuple[AnyNetwork, ...] = ()
     # The interface of the main table's preferred default route: the kernel gives an

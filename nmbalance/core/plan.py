@@ -109,6 +109,7 @@ class Plan:
     route_protocol: int
     live_marks: frozenset[int]
     warnings: tuple[str, ...] = ()
+    forwarding: bool = False  # net.ipv4.ip_forward must be on (a router with LANs)
 
     @property
     def dead_marks(self) -> frozenset[int]:

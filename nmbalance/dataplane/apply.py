@@ -16,6 +16,7 @@ its route is missing, and the others go on.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,10 @@ from nmbalance.core.plan import Plan
 from nmbalance.core.ruleset import sticky_timeouts
 from nmbalance.dataplane import conntrack, routing
 from nmbalance.dataplane.nft import NftTable, TableState, planned_names
+from nmbalance.dataplane.sysctl import Sysctls
 from nmbalance.errors import ApplyError
+
+log = logging.getLogger(__name__)
 
 
 class RoutesRefused(ApplyError):
@@ -92,9 +96,12 @@ class Applier:
     `ipr` is the caller's netlink socket (strict_check, so dumps filter by
     protocol in the kernel)."""
 
-    def __init__(self, ipr: IPRoute, flush_conntrack: bool = True) -> None:
+    def __init__(self, ipr: IPRoute, flush_conntrack: bool = True,
+                 sysctls: Sysctls | None = None) -> None:
         self.ipr = ipr
         self.flush_conntrack = flush_conntrack
+        self.sysctls = sysctls or Sysctls()
+        self._warned: set[str] = set()  # reverse-path warnings given, by device
         self._digest: str | None = None
         self._live: frozenset[int] | None = None
         self._routing: tuple[frozenset[object], frozenset[object]] | None = None
@@ -134,6 +141,7 @@ class Applier:
                 refused.setdefault(table, why)
             raise RoutesRefused(refused)
         self._commit_nft(plan, mode, text)
+        self._router_sysctls(plan)
         placed = time.perf_counter()
         # Flows of uplinks that died since the last apply; without that memory (a
         # one-shot apply), of those that were live until now.
@@ -151,6 +159,21 @@ class Applier:
         self._routing, self._dead = want, plan.dead_marks
         return ApplyReport(mode, made + broken, dropped, left, (placed - started) * 1000,
                            (cleaned - placed) * 1000)
+
+    def _router_sysctls(self, plan: Plan) -> None:
+        """Forwarding on where the plan needs it; a word on rp_filter settings that
+        would drop the replies of balanced connections (each device once)."""
+        try:
+            if plan.forwarding and self.sysctls.enable_forwarding():
+                log.info("net.ipv4.ip_forward turned on (flush puts back the value found)")
+        except OSError as exc:  # read-only /proc/sys (a container): say so, balance anyway
+            if "ip_forward" not in self._warned:
+                log.warning("cannot turn on net.ipv4.ip_forward: %s", exc.strerror or exc)
+                self._warned.add("ip_forward")
+        devices = {u.interface for u in plan.uplinks if u.routed and u.interface}
+        for warning in self.sysctls.reverse_path_warnings(sorted(devices - self._warned)):
+            log.warning("%s", warning)
+        self._warned |= devices
 
     def _nft_step(self, plan: Plan) -> tuple[str, str, frozenset[int]]:
         """("full" | "contents" | "", the transaction, the live set before it)."""
@@ -252,6 +275,9 @@ def flush(ipr: IPRoute, table_name: str, route_protocol: int
     # The table first, so nothing is marked for routes about to go.
     removed = table.delete() if not foreign else False
     changes = routing.reconcile(ipr, (), (), route_protocol)
+    restored = Sysctls().restore_forwarding()
+    if restored is not None:
+        log.info("net.ipv4.ip_forward put back to %d", restored)
     if foreign:
         raise ApplyError(foreign_table(table_name) + f" ({len(changes.removed)} routes and "
                          "rules of ours were removed)")

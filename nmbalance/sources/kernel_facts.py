@@ -195,4 +195,5 @@ def facts_from(
                       if r.table == MAIN_TABLE and r.dst.prefixlen == 0 and r.proto != own
                       and r.kind == RTN_UNICAST and r.oif in links)
     return Facts(uplinks=tuple(uplinks), lans=tuple(lans), bypass=tuple(connected + main_specific),
+                 links=frozenset(by_name),
                  main_default=defaults[0][1] if defaults else None)
