@@ -13,11 +13,12 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER_ADDR = "203.0.113.10"
 SERVER_ADDR6 = "2001:db8:ff::10"
 SERVER_PORT = 8000
+DNS_ADDR = "203.0.113.53"
 LAN_NET = "10.250.0"
 _counter = itertools.count(1)
 
@@ -59,6 +61,7 @@ class Lab:
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     workdir: Path = Path("/tmp")
+    resolv_dirs: list[Path] = field(default_factory=list)  # /etc/netns/NS of ours
 
     def __post_init__(self) -> None:
         if not self.prefix:
@@ -163,9 +166,10 @@ class Lab:
         self.ip(self.rtr, "route", "add", "default", "via", isp_gateway(n), "dev", f"wan{n}",
                 "metric", str(100 + n))
 
-    def start_server(self, address: str = SERVER_ADDR) -> None:
+    def start_server(self, address: str = SERVER_ADDR, ns: str | None = None,
+                     port: int = SERVER_PORT) -> None:
         proc = subprocess.Popen(
-            self.python(self.inet, "labkit.server", address, str(SERVER_PORT)),
+            self.python(ns or self.inet, "labkit.server", address, str(port)),
             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
         )
@@ -173,6 +177,50 @@ class Lab:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("lab server did not start: " + (proc.stderr.read() if proc.stderr else ""))
+
+    def add_lan(self, n: int) -> str:
+        """Another LAN: router `lanN` 10.25N.0.1/24, a host namespace at .2."""
+        ns = f"{self.prefix}-lan{n}"
+        self._netns(ns)
+        self.ip(self.rtr, "link", "add", f"lan{n}", "type", "veth", "peer", "name", "eth0",
+                "netns", ns)
+        self.ip(self.rtr, "addr", "add", f"10.25{n}.0.1/24", "dev", f"lan{n}")
+        self.ip(ns, "addr", "add", f"10.25{n}.0.2/24", "dev", "eth0")
+        for where, dev in ((self.rtr, f"lan{n}"), (ns, "eth0")):
+            self.ip(where, "link", "set", dev, "up")
+        self.ip(ns, "route", "add", "default", "via", f"10.25{n}.0.1")
+        return ns
+
+    def start_dns(self, names: Mapping[str, str], address: str = DNS_ADDR) -> None:
+        """A DNS server in the internet namespace answering `names` (name -> address),
+        and the router's resolv.conf pointing at it (`ip netns exec` mounts
+        /etc/netns/NS/resolv.conf for what runs in the namespace)."""
+        self.ip(self.inet, "addr", "add", f"{address}/32", "dev", "lo")
+        log = self.workdir / "dns.log"
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.inet, "dnsmasq", "--keep-in-foreground",
+             "--conf-file=/dev/null", "--no-resolv", "--no-hosts", f"--listen-address={address}",
+             "--bind-interfaces", "--port=53", "--user=root", f"--log-facility={log}",
+             "--log-queries", *(f"--address=/{n}/{a}" for n, a in names.items())],
+            text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        etc = Path("/etc/netns") / self.rtr
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "resolv.conf").write_text(f"nameserver {address}\n")
+        self.resolv_dirs.append(etc)
+        if not wait_for(lambda: log.exists() and "started" in log.read_text(), 5):
+            raise RuntimeError("the lab's DNS server did not start")
+
+    def dns_queries(self) -> list[str]:
+        """What the lab's DNS server was asked, as "NAME from SOURCE"."""
+        log = self.workdir / "dns.log"
+        out = []
+        for line in log.read_text().splitlines() if log.exists() else []:
+            parts = line.split()
+            if "query[A]" in parts:
+                i = parts.index("query[A]")
+                out.append(f"{parts[i + 1]} from {parts[i + 3]}")
+        return out
 
     def add_ipv6(self, via: int = 1) -> str:
         """Global IPv6 for the LAN, routed by the system (not by nmbalance) through ISP
@@ -338,6 +386,8 @@ class Lab:
                     os.kill(int(pid), signal.SIGKILL)
             run(["ip", "netns", "del", ns], check=False)
         self.namespaces.clear()
+        for etc in self.resolv_dirs:
+            shutil.rmtree(etc, ignore_errors=True)
         run(["rm", "-rf", str(self.workdir)], check=False)
 
     def __enter__(self) -> Lab:

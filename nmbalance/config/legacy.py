@@ -124,6 +124,7 @@ class _Reader:
         self.groups: list[dict[str, Any]] = []
         self.ignored: dict[str, int] = {}  # lsm option -> its first line
         self.isp_rows = 0  # well-formed or not
+        self.refused: set[str] = set()  # services of rows refused (groups may name them)
 
     def error(self, number: int, message: str, field: str | None = None) -> None:
         self.out.errors.append(ConfigError(self.source, message, line=number, field=field))
@@ -171,6 +172,7 @@ class _Reader:
             self.error(number, f"too many columns ({len(fields)}); the table has at most 6")
             return
         service, device, role = fields[0], fields[1], fields[2].lower()
+        self.refused.add(service)  # until the row is taken
         if service.lower() in ("up", "down"):
             self.error(number, f"a service can not be named {service!r}", "service")
             return
@@ -178,6 +180,7 @@ class _Reader:
             # Net-ISP-Balance ignores the other columns of a LAN row, and so do we.
             index = len(self.out.data["lan"])
             self.out.data["lan"].append({"name": service, "interface": device})
+            self.refused.discard(service)
             for key in ("", "name", "interface"):
                 self.out.lines[("lan", index, key) if key else ("lan", index)] = number
             return
@@ -207,14 +210,24 @@ class _Reader:
             uplink["gateway"] = fields[5]
         index = len(self.out.data["uplink"])
         self.out.data["uplink"].append(uplink)
+        self.refused.discard(service)
         self.out.lines[("uplink", index)] = number
 
     def finish(self, last_line: int) -> Legacy:
         data = self.out.data
         if self.health:
             data["health"] = self.health
+        # Checked here rather than after validation, so it is reported with the rest.
+        services = {row["name"] for row in (*data["uplink"], *data["lan"])} | self.refused
+        for index, group in enumerate(self.groups):
+            for name in group["members"]:
+                if name not in services and name not in (":isp", ":lan"):
+                    self.error(self.out.lines[("forwarding_group", index)],
+                               f"unknown service {name!r}{_suggest(name, sorted(services))}",
+                               f"forwarding_group[{index}].members")
+            group["members"] = [m for m in group["members"] if m in services or m[:1] == ":"]
         if self.groups:
-            data["forwarding_group"] = self.groups
+            data["forwarding_group"] = [g for g in self.groups if g["members"]]
         # Net-ISP-Balance always installs its firewall; a balance.conf gets it too.
         data["firewall"] = {"restrictive": True}
         if not self.isp_rows:

@@ -89,7 +89,8 @@ class Daemon:
             verify_interval=lambda: self.config.daemon.verify_interval)
         self.bus = bus(self, self.reconciler.request) if bus is not None else None
         self.probe_targets = ProbeTargets(
-            self.probe_source.get, lambda name: self.facts.uplink(name) if self.facts else None)
+            self.probe_source.get, lambda name: self.facts.uplink(name) if self.facts else None,
+            self._mark)
         self.probes = ProbeScheduler(lambda: self.config, self.probe_targets, self._probed,
                                      prober)
         self._stop = asyncio.Event()
@@ -276,6 +277,10 @@ class Daemon:
         self.notifier.status(self.summary())
         self.events.put(Event("post-apply", {"ACTIVE_UPLINKS": _active(plan)}))
         self._publish()
+
+    def _mark(self, uplink: str) -> int:
+        found = self.plan.get(uplink) if self.plan is not None else None
+        return found.mark if found is not None else 0
 
     def _publish(self) -> None:
         exported = self.bus.exported if self.bus is not None else None

@@ -136,6 +136,7 @@ class ProbeTargets:
 
     source: Callable[[str], AnyAddress | None]  # None while it has no table of its own
     facts: Callable[[str], UplinkFacts | None]
+    mark: Callable[[str], int] = lambda name: 0  # its fwmark (DNS queries are marked)
     resolver: ProbeResolver = field(default_factory=ProbeResolver)
     _names: dict[str, dict[AnyAddress, str]] = field(default_factory=dict)
 
@@ -159,7 +160,8 @@ class ProbeTargets:
                 servers = [a for a in (facts.dns if facts else ()) or uplink.dns
                            if isinstance(a, IPv4Address)]
                 try:
-                    found = await self.resolver.resolve(uplink.name, target, servers, source)
+                    found = await self.resolver.resolve(uplink.name, target, servers, source,
+                                                        self.mark(uplink.name))
                 except ResolveError as exc:
                     problems.append(str(exc))
                     continue

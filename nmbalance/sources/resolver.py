@@ -2,8 +2,10 @@
 
 A balance.conf names its ping targets (`www.google.ca`). Each name is
 resolved per uplink: asked of that uplink's DNS servers (its lease's, or
-the config's, else the system's) from the uplink's own address, so the
-query leaves through the uplink it is about, as the probes do. Answers are
+the config's, else the system's) from the uplink's own address and with
+its mark, so the query leaves through the uplink it is about even from the
+address of the uplink that holds the main default route (whose unmarked
+traffic is balanced like any other). Answers are
 kept for their TTL (bounded), re-asked when they expire or when a probe to
 them failed, and kept, stale, while a new answer does not come: a resolver
 that is slow for a moment does not take an uplink down, but a name that
@@ -12,7 +14,9 @@ never resolved is a lost round, with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,26 +33,37 @@ RETRY = 5.0  # after a failed query, or a probe lost to an answer
 QUERY_TIMEOUT = 2.0
 SYSTEM_RESOLV_CONF = Path("/etc/resolv.conf")
 
-# (name, server, source address, timeout) -> (addresses, ttl); raises ResolveError.
-Query = Callable[[str, IPv4Address, IPv4Address, float], Awaitable[tuple[list[IPv4Address], float]]]
+# (name, server, source address, mark, timeout) -> (addresses, ttl); raises ResolveError.
+Query = Callable[[str, IPv4Address, IPv4Address, int, float],
+                 Awaitable[tuple[list[IPv4Address], float]]]
 
 
 class ResolveError(Exception):
     pass
 
 
-async def dns_query(name: str, server: IPv4Address, source: IPv4Address,
+async def dns_query(name: str, server: IPv4Address, source: IPv4Address, mark: int,
                     timeout: float) -> tuple[list[IPv4Address], float]:
-    """One A query over UDP from `source`; what came back, checked."""
-    import dns.asyncquery
+    """One A query over UDP from `source` with `mark`, in a worker thread (dnspython's
+    synchronous query is the one that takes a socket of ours); the answer, checked."""
+    return await asyncio.to_thread(_query, name, server, source, mark, timeout)
+
+
+def _query(name: str, server: IPv4Address, source: IPv4Address, mark: int,
+           timeout: float) -> tuple[list[IPv4Address], float]:
     import dns.exception
     import dns.message
+    import dns.query
     import dns.rcode
     import dns.rdatatype
 
     query = dns.message.make_query(name, dns.rdatatype.A)
     try:
-        answer = await dns.asyncquery.udp(query, str(server), timeout=timeout, source=str(source))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            if mark:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+            sock.bind((str(source), 0))
+            answer = dns.query.udp(query, str(server), timeout=timeout, sock=sock)
     except dns.exception.Timeout:
         raise ResolveError(f"no answer from {server}") from None
     except (OSError, dns.exception.DNSException) as exc:
@@ -107,23 +122,24 @@ class ProbeResolver:
         self._entries: dict[tuple[str, str], _Entry] = {}
 
     async def resolve(self, uplink: str, name: str, servers: Sequence[IPv4Address],
-                      source: IPv4Address) -> tuple[IPv4Address, ...]:
+                      source: IPv4Address, mark: int = 0) -> tuple[IPv4Address, ...]:
         """The name's addresses for this uplink: cached, or asked now when due.
         Raises ResolveError when it never resolved."""
         entry = self._entries.setdefault((uplink, name), _Entry())
         now = self._clock()
         if now >= entry.expires:
-            await self._ask(uplink, name, entry, list(servers) or self._fallback(), source, now)
+            await self._ask(uplink, name, entry, list(servers) or self._fallback(), source,
+                            mark, now)
         if not entry.addresses:
             raise ResolveError(f"cannot resolve {name}: {entry.error}")
         return entry.addresses
 
     async def _ask(self, uplink: str, name: str, entry: _Entry, servers: list[IPv4Address],
-                   source: IPv4Address, now: float) -> None:
+                   source: IPv4Address, mark: int, now: float) -> None:
         errors = []
         for server in servers[:3]:
             try:
-                addresses, ttl = await self._query(name, server, source, QUERY_TIMEOUT)
+                addresses, ttl = await self._query(name, server, source, mark, QUERY_TIMEOUT)
             except ResolveError as exc:
                 errors.append(str(exc))
                 continue
