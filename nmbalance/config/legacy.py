@@ -190,6 +190,12 @@ class _Reader:
                                f"{_suggest(role, ['isp', 'lan'])}", "role")
             return
         self.isp_rows += 1
+        if ":" in device:
+            self.error(number, f"an ISP on an address label ({device}) is not supported: "
+                               "nmbalance routes an uplink by its device and probes from its "
+                               f"address; write {device.split(':', 1)[0]!r}",
+                       f"uplink[{len(self.out.data['uplink'])}].interface")
+            return
         uplink: dict[str, Any] = {"name": service, "interface": device}
         ping = fields[3] if len(fields) > 3 else "default"
         if ping.lower() == "default":

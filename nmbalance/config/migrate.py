@@ -19,7 +19,9 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
-from nmbalance.config.model import Config
+from pydantic import BaseModel, ValidationError
+
+from nmbalance.config.model import Config, PortForward, StaticRoute
 
 FOLDERS = ("firewall", "routes", "pre-run", "post-run", "lsm")
 PORTS = {"ssh": 22, "domain": 53, "ntp": 123, "http": 80, "https": 443, "smtp": 25,
@@ -177,6 +179,19 @@ def _route(line: str) -> dict[str, Any] | None:
     return route
 
 
+def _valid(model: type[BaseModel], entries: list[dict[str, Any]], where: str, line: str,
+           note: Any) -> bool:
+    """Whether the entries are what the config takes; if not, the line is listed."""
+    for entry in entries:
+        try:
+            model.model_validate(entry)
+        except ValidationError as exc:
+            why = str(exc.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+            note(f"{where}: NOT carried over ({why}), do it by hand: {line}")
+            return False
+    return True
+
+
 def migrate(folder: Path, config: Config) -> Migration:
     """What becomes of each file in Net-ISP-Balance's `balance/` folder."""
     out = Migration()
@@ -211,18 +226,23 @@ def _file(out: Migration, sub: str, path: Path, table: str) -> None:
         where = f"{path}:{number}"
         if m := _FORWARD.fullmatch(line):
             entries = _port_forward(m)
-            out.port_forwards += entries
-            note(f"{where}: became {len(entries)} [[port_forward]]")
+            if _valid(PortForward, entries, where, line, note):
+                out.port_forwards += entries
+                note(f"{where}: became {len(entries)} [[port_forward]]")
         elif m := _ADD_ROUTE.fullmatch(line):
-            out.routes.append({"to": m.group(1) if "/" in m.group(1) else m.group(1) + "/32",
-                               "interface": m.group(2)})
-            extra = ("; its masquerade flag was not carried over: add a snippet rule "
-                     f"`add rule inet {table} postrouting oifname \"{m.group(2)}\" masquerade`"
-                     if m.group(3) and m.group(3) not in ("0", "undef") else "")
-            note(f"{where}: became a [[route]]{extra}")
+            added: dict[str, Any] = {
+                "to": m.group(1) if "/" in m.group(1) else m.group(1) + "/32",
+                "interface": m.group(2)}
+            if _valid(StaticRoute, [added], where, line, note):
+                out.routes.append(added)
+                extra = ("; its masquerade flag was not carried over: add a snippet rule "
+                         f"`add rule inet {table} postrouting oifname \"{m.group(2)}\" "
+                         "masquerade`" if m.group(3) and m.group(3) not in ("0", "undef") else "")
+                note(f"{where}: became a [[route]]{extra}")
         elif sub == "routes" and (route := _route(line)) is not None:
-            out.routes.append(route)
-            note(f"{where}: became a [[route]]")
+            if _valid(StaticRoute, [route], where, line, note):
+                out.routes.append(route)
+                note(f"{where}: became a [[route]]")
         elif covered := next((why for pattern, why in _COVERED if pattern.search(line)), None):
             note(f"{where}: not needed: {covered}")
         elif (rule := iptables_to_nft(_perl_iptables(line), table)) is not None:

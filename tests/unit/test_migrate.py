@@ -167,3 +167,24 @@ def test_uplink_names_match_whatever_the_case_when_unambiguous() -> None:
         _selection(config, ["DSL"])
     with pytest.raises(UsageError, match="unknown uplink fibre"):
         _selection(config, ["fibre"])
+
+
+def test_a_line_the_config_cannot_hold_is_listed_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "balance" / "routes").mkdir(parents=True)
+    (tmp_path / "balance" / "routes" / "01").write_text(
+        "ip route add 10.0.0.300 dev eth0\n$B->add_route('10.1.0.0/16' => 'a-very-long-ifname0');\n")
+    config = load_text(CONF, "b.conf").config
+    moved = migrate(tmp_path / "balance", config)
+    assert moved.routes == [] and len(moved.report) == 2
+    assert all("NOT carried over" in line for line in moved.report)
+
+
+def test_default_config_falls_back_to_net_isp_balance_paths() -> None:
+    from nmbalance.config.load import DEFAULT_PATH, default_path
+
+    assert default_path(lambda p: True) == DEFAULT_PATH
+    assert default_path(lambda p: str(p) == "/etc/network/balance.conf") == \
+        "/etc/network/balance.conf"
+    assert default_path(lambda p: str(p).startswith("/etc/sysconfig")) == \
+        "/etc/sysconfig/network-scripts/balance.conf"
+    assert default_path(lambda p: False) == DEFAULT_PATH
