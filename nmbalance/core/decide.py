@@ -381,6 +381,11 @@ def _contents(
         for up, dev in uplink_if.items():
             if frozenset((a, up)) in allowed:
                 forward |= {(dev_a, p, dev, "0.0.0.0/0") for p in nets_a}
+    # A [[route]]'s network and the LANs reach each other both ways (add_route's rules).
+    for r in config.route:
+        for dev_a, nets_a in lan_nets.values():
+            forward |= {(dev_a, p, r.interface, str(r.to)) for p in nets_a}
+            forward |= {(r.interface, str(r.to), dev_a, p) for p in nets_a}
     pf_ifaces = {
         i: tuple(uplink_if[n] for n in (pf.uplinks or [u.name for u in config.uplink])
                  if n in uplink_if)
@@ -398,7 +403,8 @@ def _contents(
         inbound={i: idents[n] for n, i in uplink_if.items()},
         masquerade=tuple(uplink_if[u.name] for u in config.uplink
                          if u.masquerade and u.name in uplink_if),
-        lan_sources=tuple(sorted({(dev, p) for dev, nets in lan_nets.values() for p in nets})),
+        lan_sources=tuple(sorted({(dev, p) for dev, nets in lan_nets.values() for p in nets}
+                                 | {(r.interface, str(r.to)) for r in config.route})),
         forward_allowed=tuple(sorted(forward)),
         uplink_addresses=tuple(sorted({str(a.ip) for u in config.uplink
                                        for a in per[u.name].facts.addresses

@@ -98,7 +98,8 @@ class TableContents:
     source4: Mapping[str, str] = field(default_factory=dict)  # an uplink's address -> its ident
     inbound: Mapping[str, str] = field(default_factory=dict)  # ifname -> uplink ident
     masquerade: tuple[str, ...] = ()
-    # (LAN device, LAN prefix): who counts as the LAN (firewall, hairpin).
+    # (device, prefix): who counts as the LAN (firewall, hairpin): the LANs, and the
+    # networks of [[route]]s, as Net-ISP-Balance's add_route trusted them.
     lan_sources: tuple[tuple[str, str], ...] = ()
     # (in device, source prefix, out device, destination prefix) that may start a
     # connection through the router: the LAN side only.
@@ -306,8 +307,10 @@ def _firewall_chains(spec: TableSpec) -> list[str]:
         "    ct state invalid drop",
         '    iifname "lo" accept',
         "    iifname . ip saddr @lan_sources accept",
-        # A DHCP client's unicast answers conntrack can't pair with a broadcast request.
+        # A DHCP client's unicast answers conntrack can't pair with a broadcast request;
+        # and a LAN client without an address yet, asking the router's DHCP server.
         "    udp sport 67 udp dport 68 accept",
+        "    ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept",
         "    icmp type echo-request limit rate 1/second accept",
     ]
     if spec.allow_ssh:

@@ -172,3 +172,14 @@ def test_mss_clamped_on_ppp_and_tun_only() -> None:
     assert "tcp option maxseg size set rt mtu" in plan.nft.structure
     plain = load_text("A eth0 isp 198.51.100.1\n", "b.conf").config
     assert "maxseg" not in decide(plain, Facts()).nft.structure
+
+
+def test_a_route_network_is_trusted_like_net_isp_balances_add_route() -> None:
+    config, facts = _facts("A eth0 isp 198.51.100.1\nOFFICE br0 lan\n")
+    config = load_text(to_toml(config, "") + '\n[[route]]\nto = "10.8.0.0/24"\n'  # type: ignore[arg-type]
+                       'interface = "tun5"\n', "c.toml").config
+    contents = decide(config, facts).nft.contents
+    assert ("br0", "10.1.0.0/24", "tun5", "10.8.0.0/24") in contents.forward_allowed
+    assert ("tun5", "10.8.0.0/24", "br0", "10.1.0.0/24") in contents.forward_allowed
+    assert ("tun5", "10.8.0.0/24") in contents.lan_sources
+    assert not any(a == "eth0" for a, *_ in contents.forward_allowed)
