@@ -119,7 +119,7 @@ def test_errors_reach_the_caller_as_messages(served: tuple[Lab, Bus, DaemonProce
     assert code != 0 and "no uplink named 'NOPE' (configured: ISP1, ISP2)" in out, out
     path = lab.workdir / "nmbalance.toml"
     good = path.read_text()
-    path.write_text(good.replace("weight = 1", "weight = 0", 1))
+    path.write_text(good.replace("weight = 1", "weight = -1", 1))
     try:
         code, out = call(lab, bus, "Reload")
         assert code != 0 and "nmbalance.toml:" in out and "weight" in out, out
