@@ -151,7 +151,7 @@ class ProbeTargets:
             if isinstance(target, IPv4Address):
                 out.append(target)
             elif target == GATEWAY_TARGET:
-                hop = facts.gateway or facts.peer if facts is not None else None
+                hop = _next_hop(facts)
                 if hop is None:
                     problems.append("no gateway to probe")
                 else:
@@ -181,18 +181,18 @@ class ProbeTargets:
         out: dict[str, list[str]] = {}
         for u in config.uplink:
             resolved = self.resolver.shown(u.name)
-            facts = self.facts(u.name)
-            hop = facts.gateway or facts.peer if facts is not None else None
-
-            def one(target: IPv4Address | str) -> str:
-                if isinstance(target, IPv4Address):
-                    return str(target)
-                if target == GATEWAY_TARGET:
-                    return f"gateway = {hop or 'none'}"  # noqa: B023 (used at once)
-                return f"{target} = {resolved.get(target, 'not resolved yet')}"  # noqa: B023
-
-            out[u.name] = [one(t) for t in u.probe]
+            hop = _next_hop(self.facts(u.name))
+            out[u.name] = [
+                str(t) if isinstance(t, IPv4Address)
+                else f"gateway = {hop or 'none'}" if t == GATEWAY_TARGET
+                else f"{t} = {resolved.get(t, 'not resolved yet')}"
+                for t in u.probe]
         return out
+
+
+def _next_hop(facts: UplinkFacts | None) -> AnyAddress | None:
+    """What "gateway" probes: the gateway, or a point-to-point link's far end."""
+    return (facts.gateway or facts.peer) if facts is not None else None
 
 
 class _Restart(Exception):
