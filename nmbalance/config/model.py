@@ -127,6 +127,11 @@ class Strict(BaseModel):
                               strict=True)
 
 
+Mbps = Annotated[int | float, Field(gt=0, le=10_000_000, allow_inf_nan=False)]
+# Methods that measure load against the uplinks' line rates.
+CAPACITY_METHODS = ("overflow", "least-used")
+
+
 class Uplink(Strict):
     name: Name
     interface: IfName | None = None
@@ -138,7 +143,18 @@ class Uplink(Strict):
     probe: Annotated[list[ProbeTarget], BeforeValidator(at_most(16))] = []
     dns: Annotated[list[DnsServer], BeforeValidator(at_most(16))] = []
     masquerade: bool = True
-    capacity_mbps: Annotated[float, Field(gt=0, le=10_000_000)] | None = None
+    # Line rates in Mbit/s, for overflow and least-used; capacity_mbps sets both.
+    capacity_mbps: Mbps | None = None
+    download_mbps: Mbps | None = None
+    upload_mbps: Mbps | None = None
+
+    @property
+    def download(self) -> float | None:
+        return self.download_mbps or self.capacity_mbps
+
+    @property
+    def upload(self) -> float | None:
+        return self.upload_mbps or self.capacity_mbps
 
     @model_validator(mode="after")
     def _needs_a_device(self) -> Uplink:
@@ -399,6 +415,18 @@ def cross_check(config: Config) -> list[tuple[Loc, str]]:
         for name in fwd.uplinks:
             if name not in uplinks:
                 problems.append((("port_forward", i, "uplinks"), f"unknown uplink {name!r}"))
+    rated = {u.name for u in config.uplink if u.download or u.upload}
+    users: list[tuple[Loc, str, list[str]]] = [
+        (("rule", i, "method"), r.method, r.uplinks) for i, r in enumerate(config.rule)
+        if r.method in CAPACITY_METHODS]
+    if config.mode in CAPACITY_METHODS:
+        users.append((("mode",), config.mode, [u.name for u in config.uplink]))
+    for loc, method, members in users:
+        for name in members:
+            if name in uplinks and name not in rated:
+                problems.append((loc, f"method {method!r} measures load against capacity: "
+                                      f"uplink {name!r} needs download_mbps or upload_mbps "
+                                      "(capacity_mbps sets both)"))
     room = mark_capacity(config.kernel.mark_mask)
     if len(config.uplink) > room:
         problems.append(

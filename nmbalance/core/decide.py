@@ -153,7 +153,7 @@ def _collapse4(networks: Iterable[AnyNetwork]) -> tuple[str, ...]:
     return tuple(str(n) for n in collapse_addresses(v4))
 
 
-def _rule_groups(config: Config) -> list[tuple[Rule, str]]:
+def rule_groups(config: Config) -> list[tuple[Rule, str]]:
     """Each [[rule]] with its group identifier, unique even for repeated names."""
     seen: dict[str, int] = {}
     out = []
@@ -171,9 +171,13 @@ def decide(
     snippets: tuple[tuple[str, str], ...] = (),
     ids: Mapping[str, int] | None = None,
     refused: Mapping[str, str] | None = None,
+    measured: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Plan:
     """`ids`: the uplinks' previous ids (core.numbering), kept where they still
-    apply; `refused`: uplinks whose routes the kernel refused, with its reason."""
+    apply; `refused`: uplinks whose routes the kernel refused, with its reason;
+    `measured`: weights the daemon worked out from measurements (core.adaptive),
+    by group, for groups whose method needs them."""
+    measured = measured or {}
     layout = layout_of(config)
     names = [u.name for u in config.uplink]
     uid = assign(names, ids or {}, layout.capacity)
@@ -205,7 +209,7 @@ def decide(
     methods = {DEFAULT_GROUP: config.mode}
     members = {DEFAULT_GROUP: names}
     matches: list[tuple[str, str]] = []
-    for rule, gid in _rule_groups(config):
+    for rule, gid in rule_groups(config):
         groups.append(Group(
             gid, _group_kind(rule.method), tuple(idents[n] for n in rule.uplinks),
             rule.persistence_by or config.persistence_by,
@@ -215,7 +219,7 @@ def decide(
         methods[gid] = rule.method
         members[gid] = list(rule.uplinks)
         matches += [(m, gid) for m in rule_matches(rule)]
-    for method in sorted(set(methods.values()) & set(ADAPTIVE)):
+    for method in sorted({m for g, m in methods.items() if g not in measured} & set(ADAPTIVE)):
         warnings.append(f"method {method!r} needs the daemon's measurements; using weights")
 
     # 3. Weights -> slot ranges per group.
@@ -225,8 +229,13 @@ def decide(
     for g in groups:
         if g.kind == "enforced":
             continue
-        ranges = allocate(_group_weights(methods[g.ident], members[g.ident], weights, degraded,
-                                         usable))
+        # Measured weights stand while their uplinks can take traffic; the moment none
+        # can (between a failure and the daemon's next figures), the configured ones.
+        ranges = allocate([(n, w) for n, w in measured.get(g.ident, {}).items()
+                           if n in usable and n in members[g.ident]])
+        if not ranges:
+            ranges = allocate(_group_weights(methods[g.ident], members[g.ident], weights,
+                                             degraded, usable))
         slot_map[g.ident] = [(r.first, r.last, idents[r.name]) for r in ranges]
         taking |= {r.name for r in ranges}
         if g.ident == DEFAULT_GROUP:

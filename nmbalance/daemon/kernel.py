@@ -43,6 +43,10 @@ class Kernel(Protocol):
         """How what we own differs from `plan`, one phrase each; [] when it doesn't."""
         ...
 
+    async def counters(self) -> dict[str, tuple[int, int]]:
+        """(rx bytes, tx bytes) by interface name."""
+        ...
+
     async def flush(self, table: str, route_protocol: int) -> int:
         """Remove our table, routes and rules; how many routes and rules went."""
         ...
@@ -92,6 +96,18 @@ class LocalKernel:
 
     async def drift(self, plan: Plan) -> list[str]:
         return await self._run(lambda: self._open().drift(plan))
+
+    async def counters(self) -> dict[str, tuple[int, int]]:
+        """Every link's (rx bytes, tx bytes), for the load of the adaptive methods."""
+        def go() -> dict[str, tuple[int, int]]:
+            out = {}
+            for m in self._open().ipr.get_links():
+                stats = m.get_attr("IFLA_STATS64") or m.get_attr("IFLA_STATS")
+                if stats is not None:
+                    out[m.get_attr("IFLA_IFNAME")] = (int(stats["rx_bytes"]),
+                                                      int(stats["tx_bytes"]))
+            return out
+        return await self._run(go)
 
     async def flush(self, table: str, route_protocol: int) -> int:
         def go() -> int:

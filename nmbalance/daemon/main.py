@@ -22,14 +22,24 @@ from typing import Any, Protocol
 from nmbalance.aio import wait_event
 from nmbalance.bus.compat import DBusError
 from nmbalance.config.load import load_config
-from nmbalance.config.model import Config
+from nmbalance.config.model import CAPACITY_METHODS, Config
 from nmbalance.config.snippets import read_snippets
+from nmbalance.core.adaptive import (
+    Counters,
+    GroupState,
+    Load,
+    Meter,
+    choose,
+    measured_groups,
+    metered,
+)
 from nmbalance.core.decide import decide
 from nmbalance.core.facts import Facts
 from nmbalance.core.health_machine import Observation
 from nmbalance.core.health_monitor import HealthChange, HealthMonitor
 from nmbalance.core.managed import resolve_interfaces, with_managed
 from nmbalance.core.plan import Plan, UplinkStatus
+from nmbalance.core.ruleset import DEFAULT_GROUP
 from nmbalance.daemon.bus_session import BusSession
 from nmbalance.daemon.kernel import Kernel
 from nmbalance.daemon.reconciler import Reconciler
@@ -82,6 +92,11 @@ class Daemon:
         # Where each uplink's probes leave from: set only while it has its own table.
         self.probe_source: dict[str, AnyAddress | None] = {}
         self.disabled: set[str] = set()  # administratively down (SetUplinkEnabled)
+        # The adaptive methods (core.adaptive): weights by group from the figures.
+        self.measured: dict[str, dict[str, float]] = {}
+        self._meters: dict[str, Meter] = {}
+        self._group_states: dict[str, GroupState] = {}
+        self._choices: dict[str, str] = {}  # group -> the phrase behind its choice
         self.events = EventQueue(lambda: self.config, config_path, self.summary)
         self.reconciler = Reconciler(
             kernel, self, clock=clock,
@@ -117,6 +132,7 @@ class Daemon:
                 tg.create_task(self._follow_kernel())
                 tg.create_task(self.probes.run())
                 tg.create_task(self._timers())
+                tg.create_task(self._adapt())
                 tg.create_task(self.events.run())
                 tg.create_task(self._reloader())
                 if self.bus is not None:
@@ -244,7 +260,7 @@ class Daemon:
         names = frozenset(u.name for u in self.config.uplink)
         return decide(self.config, self.monitor.overlay(facts),
                       names - self.disabled if self.disabled else None, self.snippets,
-                      self.ids, refused)
+                      self.ids, refused, self.measured)
 
     async def before_apply(self, plan: Plan) -> None:
         hooks = self.events.hooks()
@@ -277,6 +293,42 @@ class Daemon:
         self.notifier.status(self.summary())
         self.events.put(Event("post-apply", {"ACTIVE_UPLINKS": _active(plan)}))
         self._publish()
+
+    async def _adapt(self) -> None:
+        """Every SAMPLE_INTERVAL, while a group's method is measured: the uplinks'
+        load and latency to weights; a reconcile only when the weights moved."""
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL)
+            config, plan = self.config, self.plan
+            groups = measured_groups(config)
+            if not groups or plan is None:
+                self.measured, self._choices = {}, {}
+                continue
+            now = self.clock()
+            loads: dict[str, Load] = {}
+            if any(method in CAPACITY_METHODS for _, method, _ in groups):
+                counters = await self.kernel.counters()
+                for u in plan.uplinks:
+                    if u.interface in counters:
+                        rx, tx = counters[u.interface]
+                        meter = metered(self._meters.get(u.name, Meter()), Counters(rx, tx, now))
+                        self._meters[u.name] = meter
+                        if meter.load is not None:
+                            loads[u.name] = meter.load
+            latencies = {name: t.latency_ms for name, t in self.monitor.trackers.items()
+                         if t.latency_ms is not None}
+            usable = {u.name for u in plan.uplinks if u.status.usable}
+            choices, self._group_states = choose(config, usable, loads, latencies,
+                                                 self._group_states, now)
+            measured = {gid: c.weights for gid, c in choices.items() if c.measured}
+            for gid, c in choices.items():
+                if self._choices.get(gid, "").split(" (")[0] != c.why.split(" (")[0]:
+                    log.info("%s: %s", "mode" if gid == DEFAULT_GROUP else f"rule {gid}", c.why)
+                self._choices[gid] = c.why
+            if _shares(measured) != _shares(self.measured):
+                self.measured = measured
+                self.reconciler.request("measurements: " + "; ".join(
+                    c.why for c in choices.values()))
 
     def _mark(self, uplink: str) -> int:
         found = self.plan.get(uplink) if self.plan is not None else None
@@ -373,6 +425,19 @@ def _changed(report: ApplyReport) -> str:
     if report.conntrack_flushed:
         parts.append("conntrack")
     return ", ".join(parts)
+
+
+SAMPLE_INTERVAL = 0.5  # seconds between load samples of the adaptive methods
+
+
+def _shares(measured: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, int]]:
+    """Weights as whole per-mille shares: what the slot maps can tell apart, so
+    figures that wobble in the last digit do not rewrite them."""
+    out = {}
+    for gid, weights in measured.items():
+        total = sum(weights.values()) or 1.0
+        out[gid] = {n: round(1000 * w / total) for n, w in weights.items()}
+    return out
 
 
 def _active(plan: Plan) -> str:

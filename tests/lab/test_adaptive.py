@@ -1,0 +1,58 @@
+"""The measured methods with real traffic: overflow moves new connections off a
+saturated uplink and back; least-used spreads by free capacity."""
+
+from __future__ import annotations
+
+import subprocess
+
+from labkit.lab import SERVER_ADDR, Lab, wait_for
+from tests.lab.conftest import FAST, Start
+
+RATE_MBIT = 20
+
+
+def _capped(lab: Lab, on: bool) -> None:
+    """ISP1 delivers at most RATE_MBIT toward the router (the download direction)."""
+    if on:
+        lab.sh(lab.isp(1), "tc", "qdisc", "replace", "dev", "rtr", "root", "tbf", "rate",
+               f"{RATE_MBIT}mbit", "burst", "32kbit", "latency", "50ms")
+    else:
+        lab.sh(lab.isp(1), "tc", "qdisc", "del", "dev", "rtr", "root", check=False)
+
+
+def _download(lab: Lab, seconds: int) -> subprocess.Popen[str]:
+    return lab.spawn(lab.lan, "iperf3", "-c", SERVER_ADDR, "-R", "-t", str(seconds), "-P", "2")
+
+
+def test_overflow_spills_to_the_next_uplink_and_comes_back(lab: Lab, start: Start) -> None:
+    server = lab.spawn(lab.inet, "iperf3", "-s", "-B", SERVER_ADDR)
+    _capped(lab, True)
+    try:
+        text = lab.config("overflow", weights=(3, 2, 1), health=FAST)
+        for n, mbps in ((1, RATE_MBIT), (2, 1000), (3, 1000)):
+            text = text.replace(f'interface = "wan{n}"\n',
+                                f'interface = "wan{n}"\ncapacity_mbps = {mbps}\n')
+        daemon = start(text=text)
+        daemon.wait_for(r"ISP1 takes new connections", timeout=20)
+        assert wait_for(lambda: set(lab.connections(30)) == {1}, 15)
+        mark = daemon.mark()
+        bulk = _download(lab, 12)
+        try:
+            daemon.wait_for(r"mode: ISP2 takes new connections \(ISP1 \d+% full", after=mark,
+                            timeout=15)
+            assert wait_for(lambda: set(lab.connections(30)) == {2}, 5)
+        finally:
+            bulk.terminate()
+            bulk.wait()
+        daemon.wait_for(r"mode: ISP1 takes new connections", after=mark + 1, timeout=15)
+        assert wait_for(lambda: set(lab.connections(30)) == {1}, 5)
+    finally:
+        _capped(lab, False)
+        server.terminate()
+        server.wait()
+
+
+def test_check_refuses_overflow_without_capacities(lab: Lab) -> None:
+    result = lab.nmbalance("check", "-c", lab.write(lab.config("least-used")))
+    assert result.returncode == 2
+    assert "uplink 'ISP1' needs download_mbps or upload_mbps" in result.stderr
