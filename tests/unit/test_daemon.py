@@ -62,6 +62,13 @@ class FakeKernel:
         self.drifted: list[str] = []
         self.forgotten: list[bool] = []
         self.ids: dict[str, int] = {}
+        self.counted: dict[str, tuple[int, int]] = {}  # rx, tx bytes by interface
+        self.counters_fail = False
+
+    async def counters(self) -> dict[str, tuple[int, int]]:
+        if self.counters_fail:
+            raise OSError("netlink says no")
+        return dict(self.counted)
 
     async def snapshot(self, config: Config, interfaces: Mapping[str, str]) -> Facts:
         return self.facts
@@ -329,3 +336,29 @@ def test_a_stop_in_the_same_instant_as_a_reload_still_stops(tmp_path: Any) -> No
         daemon.stop()  # run_daemon then waits at most 5 s for run() to return
 
     run_daemon(body, config=config, path=str(path))
+
+
+OVERFLOW = 'mode = "overflow"\n' + CONFIG.replace(
+    'interface = "wan1"', 'interface = "wan1"\ncapacity_mbps = 10').replace(
+    'interface = "wan2"', 'interface = "wan2"\ncapacity_mbps = 10').replace(
+    'interface = "wan3"', 'interface = "wan3"\ncapacity_mbps = 10')
+
+
+def test_overflow_follows_the_counters_and_survives_a_failed_read() -> None:
+    async def body(daemon: Daemon, k: FakeKernel, watch: FakeWatch) -> None:
+        k.counted = {f"wan{n}": (0, 0) for n in (1, 2, 3)}
+        # Equal weights: ISP1 first, the config's order.
+        await until(lambda: daemon.plan is not None and daemon.plan.uplink("ISP1").share == 1.0)
+        k.counters_fail = True
+        await asyncio.sleep(0.6)
+        k.counters_fail = False
+        total = 0
+        while daemon.plan.uplink("ISP1").share == 1.0:  # 20 Mbit/s into a 10 Mbit/s uplink
+            total += 1_250_000
+            k.counted["wan1"] = (total, 0)
+            await asyncio.sleep(0.5)
+            assert total < 20 * 1_250_000, "never moved"
+        assert daemon.plan.uplink("ISP2").share == 1.0
+        assert "ISP1" in daemon._choices["default"] and "full" in daemon._choices["default"]
+
+    run_daemon(body, config=OVERFLOW)
