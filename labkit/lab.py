@@ -62,6 +62,7 @@ class Lab:
     namespaces: list[str] = field(default_factory=list)
     workdir: Path = Path("/tmp")
     resolv_dirs: list[Path] = field(default_factory=list)  # /etc/netns/NS of ours
+    delayed: set[int] = field(default_factory=set)  # ISPs with a delayer running
 
     def __post_init__(self) -> None:
         if not self.prefix:
@@ -279,6 +280,25 @@ class Lab:
         """ISP n drops `percent` % of what it forwards, at random; None: repaired."""
         self._isp_filter(n, "lossy", f"numgen random mod 100 < {percent} drop;",
                          percent is not None)
+
+    def delay(self, n: int, ms: float) -> None:
+        """Delay what the router sends through ISP n by `ms` (labkit.delayer: this
+        kernel has no netem). The first call starts the delayer; later ones retune it."""
+        path = self.workdir / f"delay{n}"
+        path.write_text(f"{ms}\n")
+        if n in self.delayed:
+            return
+        proc = subprocess.Popen(self.python(self.isp(n), "labkit.delayer", str(n), str(path)),
+                                text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("delayer did not start: " + (proc.stderr.read() if proc.stderr
+                                                            else ""))
+        self.sh(self.isp(n), "iptables", "-A", "FORWARD", "-i", "rtr", "-j", "NFQUEUE",
+                "--queue-num", str(n), "--queue-bypass")
+        self.delayed.add(n)
 
     def block_probes(self, n: int, on: bool) -> None:
         """Drop only traffic to the probe targets: the ISP carries everything else."""

@@ -67,6 +67,15 @@ class Choice:
     why: str  # the figures behind it, for status and the log
     measured: bool  # False: the configured weights, for want of figures
 
+    @property
+    def key(self) -> str:
+        """What the choice is, leaving out the figures: a change of it is news (logged
+        at INFO); a change of figures alone is not. Shares count in steps of 10 %."""
+        if not self.measured:
+            return "weights"
+        total = sum(self.weights.values()) or 1.0
+        return ",".join(f"{n}:{round(10 * w / total)}" for n, w in sorted(self.weights.items()))
+
 
 def utilisation(member: Member) -> float | None:
     """Load over capacity in the busier direction; None without both figures."""

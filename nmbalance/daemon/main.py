@@ -96,7 +96,8 @@ class Daemon:
         self.measured: dict[str, dict[str, float]] = {}
         self._meters: dict[str, Meter] = {}
         self._group_states: dict[str, GroupState] = {}
-        self._choices: dict[str, str] = {}  # group -> the phrase behind its choice
+        self._choices: dict[str, str] = {}  # group -> what its choice is (Choice.key)
+        self.choice_why: dict[str, str] = {}  # group -> the figures behind it
         self.events = EventQueue(lambda: self.config, config_path, self.summary)
         self.reconciler = Reconciler(
             kernel, self, clock=clock,
@@ -264,7 +265,7 @@ class Daemon:
 
     async def before_apply(self, plan: Plan) -> None:
         hooks = self.events.hooks()
-        if hooks.scripts("pre-apply"):
+        if not _shares_only(self.plan, plan) and hooks.scripts("pre-apply"):
             await hooks.run("pre-apply", {"ACTIVE_UPLINKS": _active(plan),
                                           "NMBALANCE_CONFIG": self.config_path})
 
@@ -283,15 +284,20 @@ class Daemon:
         gone = [u.name for u in plan.uplinks if u.mark in report.conntrack_flushed]
         dropped = (f"; conntrack entries of {', '.join(gone)} dropped in "
                    f"{report.conntrack_ms:.1f} ms" if gone else "")
+        shares_only = _shares_only(previous, plan)
         if quiet:
             pass  # the reconciler says what it repaired
+        elif shares_only:  # the measured methods retune shares often: not news
+            log.debug("shares retuned (%.1f ms) after %s: %s", report.kernel_ms, why,
+                      self.summary())
         elif what := _changed(report):
             log.info("applied (%s, %.1f ms) after %s: %s%s", what, report.kernel_ms, why,
                      self.summary(), dropped)
         else:
             log.debug("nothing to change in the kernel after %s: %s", why, self.summary())
         self.notifier.status(self.summary())
-        self.events.put(Event("post-apply", {"ACTIVE_UPLINKS": _active(plan)}))
+        if not shares_only:
+            self.events.put(Event("post-apply", {"ACTIVE_UPLINKS": _active(plan)}))
         self._publish()
 
     async def _adapt(self) -> None:
@@ -302,7 +308,7 @@ class Daemon:
             config, plan = self.config, self.plan
             groups = measured_groups(config)
             if not groups or plan is None:
-                self.measured, self._choices = {}, {}
+                self.measured, self._choices, self.choice_why = {}, {}, {}
                 continue
             now = self.clock()
             loads: dict[str, Load] = {}
@@ -326,9 +332,10 @@ class Daemon:
                                                  self._group_states, now)
             measured = {gid: c.weights for gid, c in choices.items() if c.measured}
             for gid, c in choices.items():
-                if self._choices.get(gid, "").split(" (")[0] != c.why.split(" (")[0]:
+                if self._choices.get(gid) != c.key:
                     log.info("%s: %s", "mode" if gid == DEFAULT_GROUP else f"rule {gid}", c.why)
-                self._choices[gid] = c.why
+                self._choices[gid] = c.key
+                self.choice_why[gid] = c.why
             if _shares(measured) != _shares(self.measured):
                 self.measured = measured
                 self.reconciler.request("measurements: " + "; ".join(
@@ -432,6 +439,15 @@ def _changed(report: ApplyReport) -> str:
 
 
 SAMPLE_INTERVAL = 0.5  # seconds between load samples of the adaptive methods
+
+
+def _shares_only(previous: Plan | None, plan: Plan) -> bool:
+    """Whether `plan` differs from `previous` in nothing but the shares of new
+    connections: same table, routes, rules and uplink states (no hooks for that)."""
+    return previous is not None and previous.nft.digest == plan.nft.digest \
+        and previous.routes == plan.routes and previous.rules == plan.rules \
+        and [(u.name, u.status) for u in previous.uplinks] == \
+        [(u.name, u.status) for u in plan.uplinks]
 
 
 def _shares(measured: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, int]]:

@@ -4,6 +4,7 @@ saturated uplink and back; least-used spreads by free capacity."""
 from __future__ import annotations
 
 import subprocess
+import time
 
 from labkit.lab import SERVER_ADDR, Lab, wait_for
 from tests.lab.conftest import FAST, Start
@@ -56,3 +57,54 @@ def test_check_refuses_overflow_without_capacities(lab: Lab) -> None:
     result = lab.nmbalance("check", "-c", lab.write(lab.config("least-used")))
     assert result.returncode == 2
     assert "uplink 'ISP1' needs download_mbps or upload_mbps" in result.stderr
+
+
+def test_lowest_latency_follows_the_fastest_and_does_not_flap(lab: Lab, start: Start) -> None:
+    for n, ms in ((1, 40), (2, 10), (3, 25)):
+        lab.delay(n, ms)
+    try:
+        daemon = start(text=lab.config("lowest-latency", weights=(1, 1, 1), health=FAST))
+        daemon.wait_for(r"mode: ISP2 is the fastest", timeout=20)
+        assert wait_for(lambda: set(lab.connections(30)) == {2}, 10)
+        mark = daemon.mark()
+        lab.delay(2, 60)  # ISP3 is now the fastest, by far
+        daemon.wait_for(r"mode: ISP3 is the fastest", after=mark, timeout=20)
+        assert wait_for(lambda: set(lab.connections(30)) == {3}, 5)
+        # Two uplinks 1 ms apart: the current one keeps new connections.
+        mark = daemon.mark()
+        lab.delay(1, 24)
+        time.sleep(6)
+        assert daemon.count(r"is the fastest", after=mark) == 0
+        assert set(lab.connections(30)) == {3}
+    finally:
+        for n in (1, 2, 3):
+            lab.delay(n, 0)
+
+
+def test_least_used_spreads_over_free_capacity(lab: Lab, start: Start) -> None:
+    server = lab.spawn(lab.inet, "iperf3", "-s", "-B", SERVER_ADDR)
+    _capped(lab, True)
+    try:
+        text = lab.config("least-used", weights=(1, 1, 1), health=FAST)
+        for n in (1, 2, 3):
+            text = text.replace(f'interface = "wan{n}"\n',
+                                f'interface = "wan{n}"\ncapacity_mbps = {RATE_MBIT}\n')
+        # The bulk download is pinned to ISP1 by a rule beside the global method.
+        text += ('[[rule]]\nname = "bulk"\nproto = "tcp"\ndport = [5201]\n'
+                 'method = "enforced"\nuplinks = ["ISP1"]\n')
+        daemon = start(text=text)
+        daemon.wait_for(r"mode: ISP1 [\d.]+ Mbit/s free", timeout=20)
+        tally = lab.connections(300)
+        assert all(tally.get(n, 0) > 50 for n in (1, 2, 3)), tally  # all free: alike
+        bulk = _download(lab, 15)
+        try:
+            assert wait_for(lambda: (t := lab.connections(300)).get(1, 0) < 30
+                            and t.get(2, 0) > 90 and t.get(3, 0) > 90, 10), \
+                lab.connections(300)
+        finally:
+            bulk.terminate()
+            bulk.wait()
+    finally:
+        _capped(lab, False)
+        server.terminate()
+        server.wait()
