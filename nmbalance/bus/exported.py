@@ -4,6 +4,7 @@ configured uplink, and their properties from the last plan and health."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 
 from nmbalance.bus.compat import DBusError, MessageBus, NameFlag, RequestNameReply
@@ -16,9 +17,19 @@ from nmbalance.bus.service import (
     uplink_path,
 )
 from nmbalance.config.model import Config
+from nmbalance.core.adaptive import Load
 from nmbalance.core.facts import Facts
 from nmbalance.core.health_monitor import HealthMonitor
 from nmbalance.core.plan import Plan
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What the daemon measured, beside the plan and health."""
+
+    probing: Mapping[str, list[str]] = field(default_factory=dict)  # uplink -> targets
+    loads: Mapping[str, Load] = field(default_factory=dict)
+    choices: Mapping[str, str] = field(default_factory=dict)  # "mode"/"rule X" -> why
 
 
 class Exported:
@@ -56,8 +67,9 @@ class Exported:
 
     def publish(self, config: Config, plan: Plan | None, facts: Facts | None,
                 monitor: HealthMonitor, disabled: set[str], following: list[str],
-                summary: str, probing: Mapping[str, list[str]]) -> None:
-        self.manager.update(Summary=summary, Following=following)
+                summary: str, figures: Figures) -> None:
+        self.manager.update(Summary=summary, Following=following,
+                            Choices=[f"{group}: {why}" for group, why in figures.choices.items()])
         for u in config.uplink:
             obj = self.uplinks.get(u.name)
             if obj is None:
@@ -84,5 +96,8 @@ class Exported:
                 LatencyMs=round(tracker.latency_ms, 1)
                 if tracker is not None and tracker.latency_ms is not None else -1.0,
                 LossPercent=round(loss, 1) if loss is not None else -1.0,
-                Probing=list(probing.get(u.name, [])),
+                Probing=list(figures.probing.get(u.name, [])),
+                LoadDownMbps=round(load.down_mbps, 2) if (load := figures.loads.get(u.name))
+                else -1.0,
+                LoadUpMbps=round(load.up_mbps, 2) if load else -1.0,
             )

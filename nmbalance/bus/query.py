@@ -70,6 +70,10 @@ def render_daemon_status(status: dict[str, Any]) -> str:
             f"{loss:>5}  {u.get('Reason', '')}")
         if any(not target[:1].isdigit() for target in u.get("Probing") or []):
             lines.append(f"{'':<12} probing {', '.join(u['Probing'])}")
+        if u.get("LoadDownMbps", -1) >= 0:
+            lines.append(f"{'':<12} load {u['LoadDownMbps']:.1f} Mbit/s down, "
+                         f"{u['LoadUpMbps']:.1f} up")
+    lines += [f"choice of {choice}" for choice in manager.get("Choices") or []]
     if any(not u.get("Enabled", True) for u in status["uplinks"]):
         lines.append("* disabled by request (SetUplinkEnabled)")
     return "\n".join(lines) + "\n"

@@ -63,7 +63,8 @@ class ManagerInterface(ServiceInterface):  # type: ignore[misc]
         super().__init__(MANAGER_IFACE)
         self._control = control
         self._values: dict[str, Any] = {
-            "Mode": "", "Summary": "starting", "Uplinks": [], "ConfigPath": "", "Following": []}
+            "Mode": "", "Summary": "starting", "Uplinks": [], "ConfigPath": "", "Following": [],
+            "Choices": []}
 
     def update(self, **values: Any) -> None:
         changed = {k: v for k, v in values.items() if self._values.get(k) != v}
@@ -115,11 +116,17 @@ class ManagerInterface(ServiceInterface):  # type: ignore[misc]
     def Following(self) -> "as":
         return list(self._values["Following"])
 
+    @dbus_property(access=PropertyAccess.READ)
+    def Choices(self) -> "as":
+        """What each measured method chose, and the figures behind it."""
+        return list(self._values["Choices"])
+
 
 UPLINK_DEFAULTS: dict[str, Any] = {
     "Name": "", "State": "", "Health": "", "Reason": "", "Enabled": True, "Interface": "",
     "Connection": "", "Gateway": "", "GatewaySource": "", "Address": "", "Weight": 0.0,
     "Share": 0.0, "LatencyMs": -1.0, "LossPercent": -1.0, "Probing": [],
+    "LoadDownMbps": -1.0, "LoadUpMbps": -1.0,
 }
 
 
@@ -198,3 +205,12 @@ class UplinkInterface(ServiceInterface):  # type: ignore[misc]
     def Probing(self) -> "as":
         """Each probe target and what it stands for now ("ping.example.net = 192.0.2.7")."""
         return list(self._values["Probing"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LoadDownMbps(self) -> "d":
+        """Smoothed download rate, Mbit/s (-1: not measured)."""
+        return float(self._values["LoadDownMbps"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LoadUpMbps(self) -> "d":
+        return float(self._values["LoadUpMbps"])

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from nmbalance.aio import wait_event
 from nmbalance.bus.compat import DBusError
+from nmbalance.bus.exported import Figures
 from nmbalance.config.load import load_config
 from nmbalance.config.model import CAPACITY_METHODS, Config
 from nmbalance.config.snippets import read_snippets
@@ -333,13 +334,19 @@ class Daemon:
             measured = {gid: c.weights for gid, c in choices.items() if c.measured}
             for gid, c in choices.items():
                 if self._choices.get(gid) != c.key:
-                    log.info("%s: %s", "mode" if gid == DEFAULT_GROUP else f"rule {gid}", c.why)
+                    log.info("%s: %s", _group_label(gid), c.why)
                 self._choices[gid] = c.key
                 self.choice_why[gid] = c.why
             if _shares(measured) != _shares(self.measured):
                 self.measured = measured
                 self.reconciler.request("measurements: " + "; ".join(
                     c.why for c in choices.values()))
+
+    def figures(self) -> Figures:
+        return Figures(
+            probing=self.probe_targets.shown(self.config),
+            loads={n: m.load for n, m in self._meters.items() if m.load is not None},
+            choices={_group_label(gid): why for gid, why in self.choice_why.items()})
 
     def _mark(self, uplink: str) -> int:
         found = self.plan.get(uplink) if self.plan is not None else None
@@ -350,7 +357,7 @@ class Daemon:
         if exported is not None:
             exported.publish(self.config, self.plan, self.facts, self.monitor,
                              self.disabled, self.bus.following if self.bus else [],
-                             self.summary(), self.probe_targets.shown(self.config))
+                             self.summary(), self.figures())
 
     def summary(self) -> str:
         if self.plan is None:
@@ -439,6 +446,11 @@ def _changed(report: ApplyReport) -> str:
 
 
 SAMPLE_INTERVAL = 0.5  # seconds between load samples of the adaptive methods
+
+
+def _group_label(gid: str) -> str:
+    """"mode" for the global method, "rule NAME" for a [[rule]]'s group ("R" + ident)."""
+    return "mode" if gid == DEFAULT_GROUP else f"rule {gid.removeprefix('R')}"
 
 
 def _shares_only(previous: Plan | None, plan: Plan) -> bool:

@@ -3,10 +3,12 @@ saturated uplink and back; least-used spreads by free capacity."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
 from labkit.lab import SERVER_ADDR, Lab, wait_for
+from labkit.managers import Bus
 from tests.lab.conftest import FAST, Start
 
 RATE_MBIT = 20
@@ -26,6 +28,7 @@ def _download(lab: Lab, seconds: int) -> subprocess.Popen[str]:
 
 
 def test_overflow_spills_to_the_next_uplink_and_comes_back(lab: Lab, start: Start) -> None:
+    Bus(lab)  # so that `status` asks the daemon
     server = lab.spawn(lab.inet, "iperf3", "-s", "-B", SERVER_ADDR)
     _capped(lab, True)
     try:
@@ -42,6 +45,9 @@ def test_overflow_spills_to_the_next_uplink_and_comes_back(lab: Lab, start: Star
             daemon.wait_for(r"mode: ISP2 takes new connections \(ISP1 \d+% full", after=mark,
                             timeout=15)
             assert wait_for(lambda: set(lab.connections(30)) == {2}, 5)
+            status = lab.nmbalance("status").stdout
+            assert "choice of mode: ISP2 takes new connections (ISP1" in status, status
+            assert re.search(r"load \d+\.\d Mbit/s down", status), status
         finally:
             bulk.terminate()
             bulk.wait()
