@@ -62,7 +62,7 @@ class Lab:
     namespaces: list[str] = field(default_factory=list)
     workdir: Path = Path("/tmp")
     resolv_dirs: list[Path] = field(default_factory=list)  # /etc/netns/NS of ours
-    delayed: set[int] = field(default_factory=set)  # ISPs with a delayer running
+    delayed: dict[tuple[int, str | None], int] = field(default_factory=dict)  # -> its queue
 
     def __post_init__(self) -> None:
         if not self.prefix:
@@ -281,14 +281,18 @@ class Lab:
         self._isp_filter(n, "lossy", f"numgen random mod 100 < {percent} drop;",
                          percent is not None)
 
-    def delay(self, n: int, ms: float) -> None:
-        """Delay what the router sends through ISP n by `ms` (labkit.delayer: this
-        kernel has no netem). The first call starts the delayer; later ones retune it."""
-        path = self.workdir / f"delay{n}"
+    def delay(self, n: int, ms: float, dst: str | None = None) -> None:
+        """Delay what the router sends through ISP n (to `dst` only, if given) by `ms`
+        (labkit.delayer: this kernel has no netem). The first call starts the
+        delayer; later ones retune it."""
+        key = (n, dst)
+        queue = self.delayed.setdefault(key, 100 + len(self.delayed))
+        path = self.workdir / f"delay{queue}"
+        fresh = not path.exists()
         path.write_text(f"{ms}\n")
-        if n in self.delayed:
+        if not fresh:
             return
-        proc = subprocess.Popen(self.python(self.isp(n), "labkit.delayer", str(n), str(path)),
+        proc = subprocess.Popen(self.python(self.isp(n), "labkit.delayer", str(queue), str(path)),
                                 text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
         self.procs.append(proc)
@@ -296,9 +300,12 @@ class Lab:
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("delayer did not start: " + (proc.stderr.read() if proc.stderr
                                                             else ""))
-        self.sh(self.isp(n), "iptables", "-A", "FORWARD", "-i", "rtr", "-j", "NFQUEUE",
-                "--queue-num", str(n), "--queue-bypass")
-        self.delayed.add(n)
+        # One destination's delay goes before any ISP-wide one (a queue's verdict ends
+        # the chain for that packet).
+        self.sh(self.isp(n), "iptables", *(["-I", "FORWARD", "1"] if dst else ["-A", "FORWARD"]),
+                "-i", "rtr",
+                *(["-d", dst] if dst else []), "-j", "NFQUEUE", "--queue-num", str(queue),
+                "--queue-bypass")
 
     def block_probes(self, n: int, on: bool) -> None:
         """Drop only traffic to the probe targets: the ISP carries everything else."""

@@ -247,6 +247,9 @@ class Rule(Strict):
     uplinks: Annotated[list[Name], Field(min_length=1), BeforeValidator(at_most(255))]
     persistence_by: PersistenceKey | None = None
     persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] | None = None
+    # fastest-response: race each new destination over the uplinks (short extra
+    # connections to it); false: its connections use the weights.
+    race: bool = True
 
     @model_validator(mode="after")
     def _coherent(self) -> Rule:
@@ -270,6 +273,8 @@ class KernelSettings(Strict):
     # net.ipv4.ip_forward: "auto" turns it on when LANs are configured (a router);
     # `flush` puts back the value nmbalance found. false: never touched.
     ip_forward: Literal["auto"] | bool = "auto"
+    # The NFLOG group that hands new fastest-response destinations to the daemon.
+    learn_log_group: Annotated[int, Field(ge=1, le=65535)] = 7700
 
     @field_validator("table", mode="before")
     @classmethod
@@ -353,6 +358,7 @@ class Config(Strict):
     mode: MethodName = "weighted"
     persistence_by: PersistenceKey = "source"
     persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
+    race: bool = True  # fastest-response as the mode: see Rule.race
     uplink: Annotated[list[Uplink], Field(min_length=1), BeforeValidator(at_most(255))]
     lan: Annotated[list[Lan], BeforeValidator(at_most(256))] = []
     health: HealthSettings = HealthSettings()

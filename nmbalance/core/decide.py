@@ -105,7 +105,7 @@ def _fail_open(per: Mapping[str, Decision], selected: frozenset[str] | None) -> 
 def _group_kind(method: str) -> str:
     if method in ("persistence", "enforced"):
         return method
-    return "weights"
+    return "fastest" if method == "fastest-response" else "weights"
 
 
 def _group_weights(method: str, members: Sequence[str], weights: Mapping[str, float],
@@ -164,6 +164,13 @@ def rule_groups(config: Config) -> list[tuple[Rule, str]]:
     return out
 
 
+def racing_groups(config: Config) -> list[str]:
+    """The groups whose method is fastest-response with its races on."""
+    out = [DEFAULT_GROUP] if config.mode == "fastest-response" and config.race else []
+    return out + [gid for rule, gid in rule_groups(config)
+                  if rule.method == "fastest-response" and rule.race]
+
+
 def decide(
     config: Config,
     facts: Facts,
@@ -204,7 +211,7 @@ def decide(
     # 2. The groups: the global mode, then each [[rule]] in order.
     groups: list[Group] = [
         Group(DEFAULT_GROUP, _group_kind(config.mode), tuple(idents[n] for n in names),
-              config.persistence_by, config.persistence_timeout)
+              config.persistence_by, config.persistence_timeout, race=config.race)
     ]
     methods = {DEFAULT_GROUP: config.mode}
     members = {DEFAULT_GROUP: names}
@@ -214,7 +221,7 @@ def decide(
             gid, _group_kind(rule.method), tuple(idents[n] for n in rule.uplinks),
             rule.persistence_by or config.persistence_by,
             rule.persistence_timeout or config.persistence_timeout,
-            fallback=True,
+            fallback=True, race=rule.race,
         ))
         methods[gid] = rule.method
         members[gid] = list(rule.uplinks)
@@ -299,6 +306,7 @@ def decide(
             for i, pf in enumerate(config.port_forward)
         ),
         snippets=snippets,
+        learn_group=config.kernel.learn_log_group,
     )
     contents = _contents(config, facts, per, idents, usable, slot_map, spec, layout, uid)
     digest, structure = render_structure(spec)

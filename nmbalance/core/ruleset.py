@@ -61,6 +61,7 @@ class Group:
     persistence_by: str = "source"
     persistence_timeout: int = 600
     fallback: bool = False  # no usable uplink here: use the global mode instead
+    race: bool = True  # fastest-response: log new destinations for the daemon to race
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class TableSpec:
     clamp_mss: bool = False
     port_forwards: tuple[PortForwardSpec, ...] = ()
     snippets: tuple[tuple[str, str], ...] = ()  # (file path, nft text)
+    learn_group: int = 7700  # the NFLOG group new fastest-response destinations go to
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,18 @@ def sticky_set(group: str, uplink: str) -> str:
     return f"st_{group}__{uplink}"
 
 
+# Groups whose sets of entries pin traffic to an uplink: learned by the datapath
+# (persistence) or by the daemon's races (fastest-response, by destination).
+STICKY_KINDS = ("persistence", "fastest")
+LEARN_PREFIX = "nmb:"  # the log prefix of a new fastest-response destination: nmb:GROUP
+
+
 def sticky_sets(spec: TableSpec) -> dict[str, str]:
     """Every sticky set name -> the uplink ident its members are pinned to."""
     return {
         sticky_set(g.ident, u): u
         for g in spec.groups
-        if g.kind == "persistence"
+        if g.kind in STICKY_KINDS
         for u in g.uplinks
     }
 
@@ -127,7 +135,16 @@ def sticky_sets(spec: TableSpec) -> dict[str, str]:
 def sticky_timeouts(spec: TableSpec) -> dict[str, int]:
     """Every sticky set name -> its timeout in seconds."""
     return {sticky_set(g.ident, u): g.persistence_timeout
-            for g in spec.groups if g.kind == "persistence" for u in g.uplinks}
+            for g in spec.groups if g.kind in STICKY_KINDS for u in g.uplinks}
+
+
+def asked_set(group: str) -> str:
+    """fastest-response: destinations already handed to the daemon to race."""
+    return f"asked_{group}"
+
+
+ASKED_TIMEOUT = 60  # seconds before a destination that was not learned is asked again
+LEARN_RATE = 100  # new destinations a second at most: a scan must not make us race it
 
 
 def learn_chain(group: str, uplink: str) -> str:
@@ -177,11 +194,14 @@ def _table_body(spec: TableSpec) -> str:
     for g in spec.groups:
         if g.kind != "enforced":
             add(f"  map w_{g.ident} {{ typeof numgen random mod {SLOTS} : verdict; flags interval; }}")
-        if g.kind == "persistence":
-            key = STICKY_KEYS[g.persistence_by]
+        if g.kind in STICKY_KINDS:
+            key = _sticky_key(g)
             for u in g.uplinks:
                 add(f"  set {sticky_set(g.ident, u)} {{ typeof {key}; "
                     f"flags dynamic,timeout; timeout {g.persistence_timeout}s; }}")
+        if g.kind == "fastest" and g.race:
+            add(f"  set {asked_set(g.ident)} {{ typeof ip daddr; flags dynamic,timeout; "
+                f"timeout {ASKED_TIMEOUT}s; size 65536; }}")
     for up in spec.uplinks:
         add(f"  chain up_{up.ident} {{")
         add(f"    {_set_bits(up.mark, spec.mask, 'meta mark')}")
@@ -189,7 +209,7 @@ def _table_body(spec: TableSpec) -> str:
         add("  }")
         add(f"  chain {restore_chain(up.ident)} {{ {_set_bits(up.mark, spec.mask, 'meta mark')}; }}")
     for g in spec.groups:
-        out.extend(_group_chains(g))
+        out.extend(_group_chains(g, spec.learn_group))
     add("  chain classify {")
     add("    ip daddr @bypass4 return")
     add("    ip daddr vmap @dns4")
@@ -243,15 +263,22 @@ def _table_body(spec: TableSpec) -> str:
     return "\n".join(out) + "\n"
 
 
-def _group_chains(g: Group) -> list[str]:
+def _group_chains(g: Group, learn_group: int) -> list[str]:
     out = [f"  chain pick_{g.ident} {{"]
     if g.kind == "enforced":
         out.append(f"    goto up_{g.uplinks[0]}")
     else:
-        if g.kind == "persistence":
-            key = STICKY_KEYS[g.persistence_by]
+        if g.kind in STICKY_KINDS:
+            key = _sticky_key(g)
             for u in g.uplinks:
                 out.append(f"    {key} @{sticky_set(g.ident, u)} goto up_{u}")
+        if g.kind == "fastest" and g.race:
+            # A destination not seen yet: the daemon races it over the uplinks, while
+            # this first connection takes the weighted choice at once.
+            out.append(f"    ip daddr != @{asked_set(g.ident)} limit rate {LEARN_RATE}/second "
+                       f"add @{asked_set(g.ident)} {{ ip daddr }} log prefix "
+                       f"\"{LEARN_PREFIX}{g.ident}\" group {learn_group} "
+                       "queue-threshold 1")
         out.append(f"    numgen random mod {SLOTS} vmap @w_{g.ident}")
         if g.fallback:
             out.append("    goto pick_default")
@@ -264,6 +291,10 @@ def _group_chains(g: Group) -> list[str]:
             out.append(f"    goto up_{u}")
             out.append("  }")
     return out
+
+
+def _sticky_key(g: Group) -> str:
+    return "ip daddr" if g.kind == "fastest" else STICKY_KEYS[g.persistence_by]
 
 
 def _port_forward_chains(spec: TableSpec) -> list[str]:

@@ -47,6 +47,10 @@ class Kernel(Protocol):
         """(rx bytes, tx bytes) by interface name."""
         ...
 
+    async def add_elements(self, table: str, text: str) -> None:
+        """Run `add element` commands on our table (learned destinations)."""
+        ...
+
     async def flush(self, table: str, route_protocol: int) -> int:
         """Remove our table, routes and rules; how many routes and rules went."""
         ...
@@ -96,6 +100,9 @@ class LocalKernel:
 
     async def drift(self, plan: Plan) -> list[str]:
         return await self._run(lambda: self._open().drift(plan))
+
+    async def add_elements(self, table: str, text: str) -> None:
+        await self._run(lambda: self._open().table(table).run(text))
 
     async def counters(self) -> dict[str, tuple[int, int]]:
         """Every link's (rx bytes, tx bytes), for the load of the adaptive methods."""

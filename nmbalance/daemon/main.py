@@ -17,6 +17,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from ipaddress import IPv4Address
 from typing import Any, Protocol
 
 from nmbalance.aio import wait_event
@@ -34,13 +35,13 @@ from nmbalance.core.adaptive import (
     measured_groups,
     metered,
 )
-from nmbalance.core.decide import decide
+from nmbalance.core.decide import decide, racing_groups
 from nmbalance.core.facts import Facts
 from nmbalance.core.health_machine import Observation
 from nmbalance.core.health_monitor import HealthChange, HealthMonitor
 from nmbalance.core.managed import resolve_interfaces, with_managed
 from nmbalance.core.plan import Plan, UplinkStatus
-from nmbalance.core.ruleset import DEFAULT_GROUP
+from nmbalance.core.ruleset import DEFAULT_GROUP, Group, sticky_set, sticky_timeouts
 from nmbalance.daemon.bus_session import BusSession
 from nmbalance.daemon.kernel import Kernel
 from nmbalance.daemon.reconciler import Reconciler
@@ -50,6 +51,7 @@ from nmbalance.inet import AnyAddress
 from nmbalance.publish.events import Event, EventQueue
 from nmbalance.publish.sdnotify import Notifier
 from nmbalance.sources.kernel_watch import EventKind, KernelEvent
+from nmbalance.sources.learner import Contender, Learner, open_log
 from nmbalance.sources.probes import ProbeScheduler, ProbeTargets, RoundSender
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ class Daemon:
         self._group_states: dict[str, GroupState] = {}
         self._choices: dict[str, str] = {}  # group -> what its choice is (Choice.key)
         self.choice_why: dict[str, str] = {}  # group -> the figures behind it
+        self.learner: Learner | None = None  # fastest-response, once a group races
         self.events = EventQueue(lambda: self.config, config_path, self.summary)
         self.reconciler = Reconciler(
             kernel, self, clock=clock,
@@ -135,6 +138,7 @@ class Daemon:
                 tg.create_task(self.probes.run())
                 tg.create_task(self._timers())
                 tg.create_task(self._adapt())
+                tg.create_task(self._learn())
                 tg.create_task(self.events.run())
                 tg.create_task(self._reloader())
                 if self.bus is not None:
@@ -260,9 +264,12 @@ class Daemon:
 
     def decide(self, facts: Facts, refused: Mapping[str, str]) -> Plan:
         names = frozenset(u.name for u in self.config.uplink)
+        # fastest-response groups learn while the daemon runs: their weights are only
+        # for the first connection to a destination, not a stand-in.
+        learning: dict[str, dict[str, float]] = {key: {} for key in racing_groups(self.config)}
         return decide(self.config, self.monitor.overlay(facts),
                       names - self.disabled if self.disabled else None, self.snippets,
-                      self.ids, refused, self.measured)
+                      self.ids, refused, learning | self.measured)
 
     async def before_apply(self, plan: Plan) -> None:
         hooks = self.events.hooks()
@@ -341,6 +348,58 @@ class Daemon:
                 self.measured = measured
                 self.reconciler.request("measurements: " + "; ".join(
                     c.why for c in choices.values()))
+
+    async def _learn(self) -> None:
+        """fastest-response: from the first group that races, read new destinations
+        and race them (sources.learner); the winners join their uplink's set."""
+        while not racing_groups(self.config):
+            await asyncio.sleep(1.0)
+        try:
+            sock = open_log(self.config.kernel.learn_log_group)
+        except OSError as exc:
+            log.warning("fastest-response cannot read new destinations (NFLOG group %d): %s;"
+                        " it uses the weights", self.config.kernel.learn_log_group, exc)
+            return
+        self.learner = Learner(self._contenders, self._add_learned)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.learner.read(sock))
+                tg.create_task(self.learner.run())
+        finally:
+            sock.close()
+
+    def _groups(self) -> tuple[Group, ...]:
+        return self.plan.nft.spec.groups if self.plan is not None else ()
+
+    def _contenders(self, group: str) -> list[Contender]:
+        """The live uplinks of a group, with where their races leave from."""
+        plan = self.plan
+        found = next((g for g in self._groups() if g.ident == group), None)
+        if plan is None or found is None:
+            return []
+        out = []
+        for u in plan.uplinks:
+            source = self.probe_source.get(u.name)
+            if u.ident in found.uplinks and u.status.usable and isinstance(source, IPv4Address):
+                out.append(Contender(u.ident, source, u.mark))
+        return out
+
+    async def _add_learned(self, won: Mapping[str, Mapping[str, list[IPv4Address]]]) -> None:
+        plan = self.plan
+        if plan is None or not won:
+            return
+        timeouts = sticky_timeouts(plan.nft.spec)
+        lines = []
+        for group, by_uplink in won.items():
+            for ident, addresses in by_uplink.items():
+                name = sticky_set(group, ident)
+                if name in timeouts:
+                    items = ", ".join(f"{a} timeout {timeouts[name]}s" for a in addresses)
+                    lines.append(f"add element inet {plan.nft.table} {name} {{ {items} }}")
+        if lines:
+            await self.kernel.add_elements(plan.nft.table, "\n".join(lines) + "\n")
+            log.debug("learned %d destinations", sum(len(a) for b in won.values()
+                                                     for a in b.values()))
 
     def figures(self) -> Figures:
         return Figures(

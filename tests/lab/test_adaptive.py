@@ -4,6 +4,7 @@ saturated uplink and back; least-used spreads by free capacity."""
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import time
 
@@ -114,3 +115,49 @@ def test_least_used_spreads_over_free_capacity(lab: Lab, start: Start) -> None:
         _capped(lab, False)
         server.terminate()
         server.wait()
+
+
+SERVER_B = "203.0.113.11"
+
+
+def _learned(lab: Lab, uplink: str) -> str:
+    return lab.sh(lab.rtr, "nft", "list", "set", "inet", "nmbalance",
+                  f"st_default__{uplink}", check=False).stdout
+
+
+def test_fastest_response_learns_each_destinations_fastest_uplink(lab: Lab, start: Start
+                                                                    ) -> None:
+    lab.ip(lab.inet, "addr", "add", f"{SERVER_B}/32", "dev", "lo")
+    lab.start_server(SERVER_B)
+    # SERVER_ADDR is fastest through ISP1, SERVER_B through ISP2, ISP3 is slow to both.
+    lab.delay(1, 30, SERVER_B)
+    lab.delay(2, 30, SERVER_ADDR)
+    lab.delay(3, 50)
+    try:
+        daemon = start(text=lab.config("fastest-response", weights=(1, 1, 1), health=FAST))
+        daemon.wait_for("running:")
+        # The first connection to each takes the weights; the race learns behind it.
+        assert sum(lab.sources(1).values()) == 1
+        assert sum(lab.sources(1, server=SERVER_B).values()) == 1
+        assert wait_for(lambda: SERVER_ADDR in _learned(lab, "ISP1")
+                        and SERVER_B in _learned(lab, "ISP2"), 10), \
+            (_learned(lab, "ISP1"), _learned(lab, "ISP2"), _learned(lab, "ISP3"))
+        assert {lab.isp_of(s) for s in lab.sources(40)} == {1}
+        assert {lab.isp_of(s) for s in lab.sources(40, server=SERVER_B)} == {2}
+        # A reload that replaces the whole table keeps what was learned.
+        mark = daemon.mark()
+        lab.write(lab.config("fastest-response", weights=(1, 1, 1),
+                             health=FAST | {"reliability": 1}, top="persistence_timeout = 900"))
+        daemon.send(signal.SIGHUP)
+        daemon.wait_for(r"applied \(full", after=mark)
+        assert SERVER_ADDR in _learned(lab, "ISP1") and SERVER_B in _learned(lab, "ISP2")
+        assert {lab.isp_of(s) for s in lab.sources(20)} == {1}
+        # The learned uplink dies: its entries are never used, and are learned again.
+        mark = daemon.mark()
+        lab.carrier(1, False)
+        daemon.wait_for(r"ISP1 down", after=mark)
+        assert 1 not in {lab.isp_of(s) for s in lab.sources(20)}
+        assert SERVER_ADDR not in _learned(lab, "ISP1")
+    finally:
+        for key in list(lab.delayed):
+            lab.delay(key[0], 0, key[1])
