@@ -405,7 +405,10 @@ class Daemon:
         return Figures(
             probing=self.probe_targets.shown(self.config),
             loads={n: m.load for n, m in self._meters.items() if m.load is not None},
-            choices={_group_label(gid): why for gid, why in self.choice_why.items()})
+            choices={_group_label(gid): why for gid, why in self.choice_why.items()} | (
+                {"fastest-response": f"{self.learner.raced} destinations raced, "
+                                     f"{self.learner.learned} learned"}
+                if self.learner is not None else {}))
 
     def _mark(self, uplink: str) -> int:
         found = self.plan.get(uplink) if self.plan is not None else None

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from labkit.lab import SERVER_ADDR, Lab, wait_for
 from labkit.managers import Bus
 from tests.lab.conftest import FAST, Start
@@ -125,10 +127,17 @@ def _learned(lab: Lab, uplink: str) -> str:
                   f"st_default__{uplink}", check=False).stdout
 
 
-def test_fastest_response_learns_each_destinations_fastest_uplink(lab: Lab, start: Start
-                                                                    ) -> None:
+@pytest.fixture(scope="module")
+def server_b(lab: Lab) -> str:
+    """A second destination in the lab's internet."""
     lab.ip(lab.inet, "addr", "add", f"{SERVER_B}/32", "dev", "lo")
     lab.start_server(SERVER_B)
+    return SERVER_B
+
+
+def test_fastest_response_learns_each_destinations_fastest_uplink(
+        lab: Lab, start: Start, server_b: str) -> None:
+    Bus(lab)  # so that `status` asks the daemon
     # SERVER_ADDR is fastest through ISP1, SERVER_B through ISP2, ISP3 is slow to both.
     lab.delay(1, 30, SERVER_B)
     lab.delay(2, 30, SERVER_ADDR)
@@ -144,6 +153,9 @@ def test_fastest_response_learns_each_destinations_fastest_uplink(lab: Lab, star
             (_learned(lab, "ISP1"), _learned(lab, "ISP2"), _learned(lab, "ISP3"))
         assert {lab.isp_of(s) for s in lab.sources(40)} == {1}
         assert {lab.isp_of(s) for s in lab.sources(40, server=SERVER_B)} == {2}
+        status = lab.nmbalance("status").stdout
+        assert re.search(r"choice of fastest-response: \d+ destinations raced, [1-9]\d* learned",
+                         status), status
         # A reload that replaces the whole table keeps what was learned.
         mark = daemon.mark()
         lab.write(lab.config("fastest-response", weights=(1, 1, 1),
@@ -158,6 +170,25 @@ def test_fastest_response_learns_each_destinations_fastest_uplink(lab: Lab, star
         daemon.wait_for(r"ISP1 down", after=mark)
         assert 1 not in {lab.isp_of(s) for s in lab.sources(20)}
         assert SERVER_ADDR not in _learned(lab, "ISP1")
+    finally:
+        for key in list(lab.delayed):
+            lab.delay(key[0], 0, key[1])
+
+
+def test_a_rule_learns_beside_a_weighted_mode(lab: Lab, start: Start, server_b: str) -> None:
+    """fastest-response for one destination's traffic, weights for the rest."""
+    lab.delay(1, 30, SERVER_B)
+    lab.delay(3, 30, SERVER_B)
+    try:
+        text = lab.config("weighted", weights=(1, 1, 1), health=FAST) + (
+            f'[[rule]]\nname = "b"\ndst = ["{SERVER_B}/32"]\nmethod = "fastest-response"\n'
+            'uplinks = ["ISP1", "ISP2", "ISP3"]\n')
+        start(text=text)
+        assert sum(lab.sources(1, server=SERVER_B).values()) == 1
+        assert wait_for(lambda: SERVER_B in lab.sh(
+            lab.rtr, "nft", "list", "set", "inet", "nmbalance", "st_Rb__ISP2").stdout, 10)
+        assert {lab.isp_of(s) for s in lab.sources(30, server=SERVER_B)} == {2}
+        assert len({lab.isp_of(s) for s in lab.sources(90)}) == 3  # the rest: by weight
     finally:
         for key in list(lab.delayed):
             lab.delay(key[0], 0, key[1])
