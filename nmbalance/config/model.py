@@ -427,6 +427,17 @@ def cross_check(config: Config) -> list[tuple[Loc, str]]:
         if r.method in CAPACITY_METHODS]
     if config.mode in CAPACITY_METHODS:
         users.append((("mode",), config.mode, [u.name for u in config.uplink]))
+    probed = {u.name for u in config.uplink if u.probe}
+    timed: list[tuple[Loc, list[str]]] = [
+        (("rule", i, "method"), r.uplinks) for i, r in enumerate(config.rule)
+        if r.method == "lowest-latency"]
+    if config.mode == "lowest-latency":
+        timed.append((("mode",), [u.name for u in config.uplink]))
+    for loc, members in timed:
+        for name in members:
+            if name in uplinks and name not in probed:
+                problems.append((loc, f"method 'lowest-latency' compares probe round trips: "
+                                      f"uplink {name!r} needs probe targets"))
     for loc, method, members in users:
         for name in members:
             if name in uplinks and name not in rated:

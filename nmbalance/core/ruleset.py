@@ -145,6 +145,7 @@ def asked_set(group: str) -> str:
 
 ASKED_TIMEOUT = 60  # seconds before a destination that was not learned is asked again
 LEARN_RATE = 100  # new destinations a second at most: a scan must not make us race it
+LEARN_BURST = 500  # ... after a burst of this many (a page that opens many hosts at once)
 
 
 def learn_chain(group: str, uplink: str) -> str:
@@ -276,6 +277,7 @@ def _group_chains(g: Group, learn_group: int) -> list[str]:
             # A destination not seen yet: the daemon races it over the uplinks, while
             # this first connection takes the weighted choice at once.
             out.append(f"    ip daddr != @{asked_set(g.ident)} limit rate {LEARN_RATE}/second "
+                       f"burst {LEARN_BURST} packets "
                        f"add @{asked_set(g.ident)} {{ ip daddr }} log prefix "
                        f"\"{LEARN_PREFIX}{g.ident}\" group {learn_group} "
                        "queue-threshold 1")
