@@ -516,12 +516,14 @@ def _group_label(gid: str) -> str:
 
 
 def _shares_only(previous: Plan | None, plan: Plan) -> bool:
-    """Whether `plan` differs from `previous` in nothing but the shares of new
-    connections: same table, routes, rules and uplink states (no hooks for that)."""
+    """Whether `plan` differs from `previous` in nothing but the shares the measured
+    methods retune: same table, routes, rules, uplink states and reasons, and the
+    same configured weights (a reload that changes them is news; no hooks otherwise)."""
+    def states(p: Plan) -> list[tuple[str, UplinkStatus, str, float]]:
+        return [(u.name, u.status, u.reason, u.weight) for u in p.uplinks]
     return previous is not None and previous.nft.digest == plan.nft.digest \
         and previous.routes == plan.routes and previous.rules == plan.rules \
-        and [(u.name, u.status) for u in previous.uplinks] == \
-        [(u.name, u.status) for u in plan.uplinks]
+        and states(previous) == states(plan)
 
 
 def _shares(measured: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, int]]:
