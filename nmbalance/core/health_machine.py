@@ -50,6 +50,9 @@ ALLOWED: dict[Phase, frozenset[Phase]] = {
 LONG_DOWN = "long-down"
 
 
+RTT_ALPHA = 0.4  # the weight of each new round trip in Tracker.smoothed_ms
+
+
 @dataclass(frozen=True)
 class Policy:
     probed: bool
@@ -135,6 +138,9 @@ class Tracker:
     downs: tuple[float, ...] = ()  # when recent outages began, for damping
     hold: float = 0.0  # what RECOVERING must last this time
     latency_ms: float | None = field(default=None)
+    # An exponential average of the round trips: follows a change within a few rounds
+    # (the median over the window takes half of it), for lowest-latency.
+    smoothed_ms: float | None = None
 
 
 def loss_percent(p: Policy, t: Tracker) -> float | None:
@@ -248,8 +254,11 @@ def step(p: Policy, t: Tracker, obs: Observation, now: float) -> tuple[Tracker, 
         pass  # a probe while the link is known gone says nothing about its quality
     elif isinstance(obs, Reply):
         rtts = _last(t.rtts, obs.rtt_ms, p.window)
+        smoothed = obs.rtt_ms if t.smoothed_ms is None else (
+            t.smoothed_ms + RTT_ALPHA * (obs.rtt_ms - t.smoothed_ms))
         t = replace(t, lost_in_row=0, rcvd_in_row=t.rcvd_in_row + 1,
-                    window=(*t.window, True)[-p.window:], rtts=rtts, latency_ms=median(rtts))
+                    window=(*t.window, True)[-p.window:], rtts=rtts, latency_ms=median(rtts),
+                    smoothed_ms=smoothed)
         if t.phase in (Phase.UP, Phase.DEGRADED):
             t = take(_judge_quality(p, t, now))
         elif t.phase is Phase.DOWN and t.rcvd_in_row >= p.min_rcvd and not lossy(p, t):

@@ -333,8 +333,8 @@ class Daemon:
                         self._meters[u.name] = meter
                         if meter.load is not None:
                             loads[u.name] = meter.load
-            latencies = {name: t.latency_ms for name, t in self.monitor.trackers.items()
-                         if t.latency_ms is not None}
+            latencies = {name: t.smoothed_ms for name, t in self.monitor.trackers.items()
+                         if t.smoothed_ms is not None}
             usable = {u.name for u in plan.uplinks if u.status.usable}
             choices, self._group_states = choose(config, usable, loads, latencies,
                                                  self._group_states, now)

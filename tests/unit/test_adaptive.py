@@ -89,7 +89,7 @@ def test_the_load_meter_smooths_rates_and_survives_a_counter_reset() -> None:
     assert meter.load is None
     meter = metered(meter, Counters(12_500_000, 1_250_000, 1.0))  # 100 and 10 Mbit/s
     assert meter.load == Load(100.0, 10.0)
-    meter = metered(meter, Counters(12_500_000, 1_250_000, 2.0))  # idle for a second
+    meter = metered(meter, Counters(12_500_000, 1_250_000, 2.0), tau=1.0)  # idle a second
     assert meter.load is not None and 30 < meter.load.down_mbps < 40  # e^-1 of it left
     reset = metered(meter, Counters(10, 10, 3.0))
     assert reset.load == meter.load and reset.last == Counters(10, 10, 3.0)
