@@ -128,7 +128,7 @@ def bench_latency(lab: Lab) -> None:
         for key in list(lab.delayed):
             lab.delay(key[0], 0, key[1])
     print(f"lowest-latency: delay change -> new connections moved {switch:.2f} s "
-          f"(probe rounds 0.2 s, median over the loss window, 2 s dwell); "
+          f"(probe rounds 0.2 s, averaged round trips, 2 s dwell; target <= 2.4 s); "
           f"switches with two uplinks 1 ms apart over 30 s: {flaps} (target 0)")
 
 
