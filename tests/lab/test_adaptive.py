@@ -164,6 +164,10 @@ def test_fastest_response_learns_each_destinations_fastest_uplink(
         daemon.wait_for(r"applied \(full", after=mark)
         assert SERVER_ADDR in _learned(lab, "ISP1") and SERVER_B in _learned(lab, "ISP2")
         assert {lab.isp_of(s) for s in lab.sources(20)} == {1}
+        # ... and so does a restart (on_stop = "keep").
+        assert daemon.stop() == 0
+        daemon = start(text=(lab.workdir / "nmbalance.toml").read_text())
+        assert SERVER_ADDR in _learned(lab, "ISP1") and SERVER_B in _learned(lab, "ISP2")
         # The learned uplink dies: its entries are never used, and are learned again.
         mark = daemon.mark()
         lab.carrier(1, False)

@@ -117,3 +117,23 @@ def test_measured_weights_replace_the_configured_ones_in_the_plan() -> None:
     gone = decide(config, Facts(uplinks=(facts.uplinks[0], UplinkFacts(name="U2"),
                                          facts.uplinks[2])), measured={"default": {"U2": 1.0}})
     assert sum(u.share for u in gone.uplinks) > 0.99
+
+
+def test_a_rules_method_is_measured_beside_a_weighted_mode() -> None:
+    from nmbalance.config.load import load_text
+    from nmbalance.core.adaptive import choose, measured_groups
+
+    config = load_text(
+        "".join(f'[[uplink]]\nname = "U{n}"\ninterface = "wan{n}"\ncapacity_mbps = 10\n'
+                f'weight = {n}\nprobe = ["198.51.100.{n}"]\n' for n in (1, 2, 3))
+        + '[[rule]]\nname = "bulk"\ndport = [443]\nproto = "tcp"\nmethod = "overflow"\n'
+          'uplinks = ["U1", "U3"]\n'
+          '[[rule]]\nname = "voip"\nproto = "udp"\nmethod = "lowest-latency"\n'
+          'uplinks = ["U2", "U3"]\n', "c.toml").config
+    assert measured_groups(config) == [("Rbulk", "overflow", ["U3", "U1"]),
+                                       ("Rvoip", "lowest-latency", ["U3", "U2"])]
+    loads = {n: Load(9.5 if n == "U3" else 1.0, 0.0) for n in ("U1", "U2", "U3")}
+    choices, states = choose(config, {"U1", "U2", "U3"}, loads, {"U2": 5.0, "U3": 50.0}, {}, 0.0)
+    assert choices["Rbulk"].weights == {"U1": 1.0}  # U3 first by weight, but full
+    assert choices["Rvoip"].weights == {"U2": 1.0}
+    assert set(states) == {"Rbulk", "Rvoip"} and "default" not in choices
