@@ -3,6 +3,7 @@
 Run as root: builds its own namespace with N veth uplinks, times
   - decide(): config + facts -> Plan
   - apply, contents only (an uplink goes down and comes back: maps change)
+  - apply, shares only (what the measured methods retune: one weight map)
   - apply, whole table replaced (the structure changes)
 and, as the baseline measured in the same run, the same plan applied the way
 a shell script does it: `nft -f` plus one `ip` command per route and rule.
@@ -69,6 +70,12 @@ def inside(n: int) -> None:
         applier.apply(pair[state["i"] % 2])  # type: ignore[arg-type]
 
     contents_ms = median_ms(lambda: flip(plans))  # type: ignore[arg-type]
+    names = [u.name for u in weighted.uplink]
+    retunes = [decide(weighted, facts, measured={"default": {names[0]: 2.0, names[1]: 1.0}}),
+               decide(weighted, facts, measured={"default": {names[0]: 1.0, names[1]: 2.0}})]
+    applier.apply(retunes[0])
+    retune_ms = median_ms(lambda: flip(retunes))  # type: ignore[arg-type]
+    applier.apply(plans[0])
     applier.flush_conntrack = False
     no_ct_ms = median_ms(lambda: flip(plans))  # type: ignore[arg-type]
     applier.flush_conntrack = True
@@ -109,7 +116,8 @@ def inside(n: int) -> None:
     flush(ipr, "nmbalance", 211)
     os.unlink(f.name)
     print(f"{n:>3} uplinks: decide {decide_ms:5.2f} ms | daemon apply: health change "
-          f"{contents_ms:5.2f} ms ({no_ct_ms:4.2f} without conntrack flush), "
+          f"{contents_ms:5.2f} ms ({no_ct_ms:4.2f} without conntrack flush), shares retuned "
+          f"{retune_ms:4.2f} ms, "
           f"table replaced {full_ms:6.2f} ms | one-shot apply "
           f"{oneshot_ms:6.2f} ms | shell baseline {shell_ms:7.1f} ms ({len(commands)} commands)"
           f" | table replaced / shell = {full_ms / shell_ms:.3f}")
@@ -130,7 +138,7 @@ def main() -> None:
         inside(int(sys.argv[2]))
         return
     print(f"nmbalance apply time (median of {RUNS}, in-process; baseline: the same plan by shell)")
-    for n in (2, 8, 32, 64):
+    for n in [int(a) for a in sys.argv[1:]] or (2, 8, 32, 64):
         ns = f"nmbb{os.getpid() % 10000}a{n}"
         try:
             build(ns, n)

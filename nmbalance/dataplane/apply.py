@@ -71,6 +71,23 @@ class ApplyReport:
     conntrack_ms: float = 0.0
 
 
+def _blocks(text: str) -> dict[str, str]:
+    """A contents transaction by set: each `flush ...` line with the lines that fill it."""
+    out: dict[str, str] = {}
+    key = ""
+    for line in text.splitlines(keepends=True):
+        if line.startswith("flush "):
+            key = line
+        out[key] = out.get(key, "") + line
+    return out
+
+
+def changed_blocks(before: str, after: str) -> str:
+    """The part of contents `after` that differs from `before`, set by set."""
+    old = _blocks(before)
+    return "".join(block for key, block in _blocks(after).items() if old.get(key) != block)
+
+
 def restore_sticky(before: TableState | None, plan: Plan) -> str:
     """Re-add learned sticky entries after a whole-table replace, same transaction."""
     if before is None:
@@ -179,9 +196,12 @@ class Applier:
         """("full" | "contents" | "", the transaction, the live set before it)."""
         table = self.table(plan.nft.table)
         if not self._full_next and self._digest == plan.nft.digest and self._live is not None:
-            if self._live == plan.live_marks and self._contents == plan.nft.contents_text:
+            # Only the sets and maps that changed: a retune of the measured methods
+            # rewrites one weight map, not every set of the table.
+            changed = changed_blocks(self._contents, plan.nft.contents_text)
+            if not changed:
                 return "", "", self._live
-            return "contents", plan.nft.contents_text, self._live
+            return "contents", changed, self._live
         before = table.read()
         if before is not None and before.digest is None:
             raise ApplyError(foreign_table(plan.nft.table))

@@ -137,3 +137,18 @@ def test_a_rules_method_is_measured_beside_a_weighted_mode() -> None:
     assert choices["Rbulk"].weights == {"U1": 1.0}  # U3 first by weight, but full
     assert choices["Rvoip"].weights == {"U2": 1.0}
     assert set(states) == {"Rbulk", "Rvoip"} and "default" not in choices
+
+
+def test_a_retune_sends_only_the_sets_that_changed() -> None:
+    from nmbalance.dataplane.apply import changed_blocks
+
+    before = ("flush set inet t live\nadd element inet t live { 0x100, 0x200 }\n"
+              "flush map inet t w_default\nadd element inet t w_default { 0-499 : goto up_A }\n"
+              "flush set inet t masq\n")
+    after = before.replace("0-499 : goto up_A", "0-999 : goto up_B")
+    assert changed_blocks(before, after) == (
+        "flush map inet t w_default\nadd element inet t w_default { 0-999 : goto up_B }\n")
+    assert changed_blocks(before, before) == ""
+    assert changed_blocks("", before) == before  # nothing known: everything
+    emptied = before.replace("add element inet t live { 0x100, 0x200 }\n", "")
+    assert changed_blocks(before, emptied) == "flush set inet t live\n"
