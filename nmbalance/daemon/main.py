@@ -313,41 +313,47 @@ class Daemon:
         load and latency to weights; a reconcile only when the weights moved."""
         while True:
             await asyncio.sleep(SAMPLE_INTERVAL)
-            config, plan = self.config, self.plan
-            groups = measured_groups(config)
-            if not groups or plan is None:
-                self.measured, self._choices, self.choice_why = {}, {}, {}
-                continue
-            now = self.clock()
-            loads: dict[str, Load] = {}
-            if any(method in CAPACITY_METHODS for _, method, _ in groups):
-                try:
-                    counters = await self.kernel.counters()
-                except Exception as exc:  # a sample missed: the choice stands until the next
-                    log.debug("link counters unreadable: %s", exc)
-                    continue
-                for u in plan.uplinks:
-                    if u.interface in counters:
-                        rx, tx = counters[u.interface]
-                        meter = metered(self._meters.get(u.name, Meter()), Counters(rx, tx, now))
-                        self._meters[u.name] = meter
-                        if meter.load is not None:
-                            loads[u.name] = meter.load
-            latencies = {name: t.smoothed_ms for name, t in self.monitor.trackers.items()
-                         if t.smoothed_ms is not None}
-            usable = {u.name for u in plan.uplinks if u.status.usable}
-            choices, self._group_states = choose(config, usable, loads, latencies,
-                                                 self._group_states, now)
-            measured = {gid: c.weights for gid, c in choices.items() if c.measured}
-            for gid, c in choices.items():
-                if self._choices.get(gid) != c.key:
-                    log.info("%s: %s", _group_label(gid), c.why)
-                self._choices[gid] = c.key
-                self.choice_why[gid] = c.why
-            if _shares(measured) != _shares(self.measured):
-                self.measured = measured
-                self.reconciler.request("measurements: " + "; ".join(
-                    c.why for c in choices.values()))
+            try:
+                await self._measure()
+            except Exception as exc:  # never the daemon's end: the choice stands
+                log.warning("measuring for the adaptive methods failed: %s", exc)
+
+    async def _measure(self) -> None:
+        config, plan = self.config, self.plan
+        groups = measured_groups(config)
+        if not groups or plan is None:
+            self.measured, self._choices, self.choice_why = {}, {}, {}
+            return
+        now = self.clock()
+        loads: dict[str, Load] = {}
+        if any(method in CAPACITY_METHODS for _, method, _ in groups):
+            try:
+                counters = await self.kernel.counters()
+            except Exception as exc:  # a sample missed: the choice stands until the next
+                log.debug("link counters unreadable: %s", exc)
+                return
+            for u in plan.uplinks:
+                if u.interface in counters:
+                    rx, tx = counters[u.interface]
+                    meter = metered(self._meters.get(u.name, Meter()), Counters(rx, tx, now))
+                    self._meters[u.name] = meter
+                    if meter.load is not None:
+                        loads[u.name] = meter.load
+        latencies = {name: t.smoothed_ms for name, t in self.monitor.trackers.items()
+                     if t.smoothed_ms is not None}
+        usable = {u.name for u in plan.uplinks if u.status.usable}
+        choices, self._group_states = choose(config, usable, loads, latencies,
+                                             self._group_states, now)
+        measured = {gid: c.weights for gid, c in choices.items() if c.measured}
+        for gid, c in choices.items():
+            if self._choices.get(gid) != c.key:
+                log.info("%s: %s", _group_label(gid), c.why)
+            self._choices[gid] = c.key
+            self.choice_why[gid] = c.why
+        if _shares(measured) != _shares(self.measured):
+            self.measured = measured
+            self.reconciler.request("measurements: " + "; ".join(
+                c.why for c in choices.values()))
 
     async def _learn(self) -> None:
         """fastest-response: from the first group that races, read new destinations
@@ -365,6 +371,9 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.learner.read(sock))
                 tg.create_task(self.learner.run())
+        except* Exception as group:  # never the daemon's end: the weights decide
+            log.warning("fastest-response stopped learning: %s",
+                        "; ".join(str(e) for e in group.exceptions))
         finally:
             sock.close()
 
