@@ -3,19 +3,37 @@ reverse-path filter settings that break balanced replies.
 
 /proc/sys/net shows the namespace of the process reading it, so all of
 this stays in the namespace nmbalance runs in. The forwarding value found
-before nmbalance turned it on is kept in a file named after the namespace,
-so `flush` puts back what was there, and only if nmbalance changed it.
+before nmbalance turned it on is kept in a file named after the namespace
+(its cookie), so `flush` puts back what was there, and only if nmbalance
+changed it.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 PROC_IPV4 = Path("/proc/sys/net/ipv4")
 STATE_DIR = Path("/run/nmbalance")
+
+
+SO_NETNS_COOKIE = 71  # Linux 5.14+; not in Python's socket module before 3.13
+
+
+def netns_id() -> str:
+    """This network namespace, the same for every process in it (the daemon, a later
+    `flush`): its cookie, never reused while the machine runs; else (older kernels)
+    its inode, which a namespace made after this one is gone may get again."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            return "c" + str(struct.unpack("Q", sock.getsockopt(socket.SOL_SOCKET,
+                                                                 SO_NETNS_COOKIE, 8))[0])
+    except OSError:
+        return str(os.stat("/proc/self/ns/net").st_ino)
 
 
 @dataclass(frozen=True)
@@ -30,9 +48,7 @@ class Sysctls:
             return None
 
     def _found_file(self) -> Path:
-        # The namespace's inode: distinct per network namespace, the same for every
-        # process in it (the daemon, a later `flush`).
-        return self.state / f"ip_forward.{os.stat('/proc/self/ns/net').st_ino}"
+        return self.state / f"ip_forward.{netns_id()}"
 
     def enable_forwarding(self) -> bool:
         """Turn IPv4 forwarding on; True when it was off (and is now remembered so)."""
