@@ -421,29 +421,22 @@ def cross_check(config: Config) -> list[tuple[Loc, str]]:
         for name in fwd.uplinks:
             if name not in uplinks:
                 problems.append((("port_forward", i, "uplinks"), f"unknown uplink {name!r}"))
-    rated = {u.name for u in config.uplink if u.download or u.upload}
+    # What each measured method needs of every uplink it may use.
+    needs = (
+        (("lowest-latency",), {u.name for u in config.uplink if u.probe},
+         "compares probe round trips: uplink {name!r} needs probe targets"),
+        (CAPACITY_METHODS, {u.name for u in config.uplink if u.download or u.upload},
+         "measures load against capacity: uplink {name!r} needs download_mbps or "
+         "upload_mbps (capacity_mbps sets both)"),
+    )
     users: list[tuple[Loc, str, list[str]]] = [
-        (("rule", i, "method"), r.method, r.uplinks) for i, r in enumerate(config.rule)
-        if r.method in CAPACITY_METHODS]
-    if config.mode in CAPACITY_METHODS:
-        users.append((("mode",), config.mode, [u.name for u in config.uplink]))
-    probed = {u.name for u in config.uplink if u.probe}
-    timed: list[tuple[Loc, list[str]]] = [
-        (("rule", i, "method"), r.uplinks) for i, r in enumerate(config.rule)
-        if r.method == "lowest-latency"]
-    if config.mode == "lowest-latency":
-        timed.append((("mode",), [u.name for u in config.uplink]))
-    for loc, members in timed:
-        for name in members:
-            if name in uplinks and name not in probed:
-                problems.append((loc, f"method 'lowest-latency' compares probe round trips: "
-                                      f"uplink {name!r} needs probe targets"))
-    for loc, method, members in users:
-        for name in members:
-            if name in uplinks and name not in rated:
-                problems.append((loc, f"method {method!r} measures load against capacity: "
-                                      f"uplink {name!r} needs download_mbps or upload_mbps "
-                                      "(capacity_mbps sets both)"))
+        (("rule", i, "method"), r.method, r.uplinks) for i, r in enumerate(config.rule)]
+    users.append((("mode",), config.mode, [u.name for u in config.uplink]))
+    for methods, having, why in needs:
+        for loc, method, members in users:
+            if method in methods:
+                problems += [(loc, f"method {method!r} " + why.format(name=name))
+                             for name in members if name in uplinks and name not in having]
     room = mark_capacity(config.kernel.mark_mask)
     if len(config.uplink) > room:
         problems.append(
