@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ValidationError
 
 from nmbalance.config.legacy import looks_legacy, parse_legacy
+from nmbalance.config import model
 from nmbalance.config.model import Config, cross_check
 from nmbalance.config.toml_lines import KeyLines, Path, line_of
 from nmbalance.errors import ConfigError, ConfigErrors
@@ -208,6 +209,20 @@ def field_path(loc: Path) -> str:
     return out
 
 
+# What each pattern of the model asks, in words (a regex is no help to a user).
+PATTERN_WORDS = {
+    model.NAME_PATTERN: "should be 1-32 letters, digits, '_', '.' or '-'",
+    model.IFNAME_PATTERN: "should be an interface name: 1-15 letters, digits, '_', '.', '+' or '-'",
+    model.LAN_IFNAME_PATTERN: "should be an interface name (1-15 letters, digits, '_', '.', '+' "
+                              "or '-'), with an optional address label (eth3:0)",
+    model.GROUP_MEMBER_PATTERN: "should be an uplink or LAN name, ':isp' or ':lan'",
+    r"^/": "should be an absolute path",
+    r"^(/.*)?$": "should be an absolute path, or \"\" for none",
+    model.TABLE_PATTERN: "should be \"nmbalance\" followed by at most 23 letters, digits or '_'",
+    model.EMAIL_LIST: "should be e-mail addresses separated by commas",
+}
+
+
 def _to_config_error(error: Any, lines: Lines, source: str) -> ConfigError:
     # Drop pydantic's union/validator tags ("function-after[...]", "IPv4Address")
     # from the location so it matches the document's own keys.
@@ -216,6 +231,10 @@ def _to_config_error(error: Any, lines: Lines, source: str) -> ConfigError:
         if isinstance(p, int) or p in _all_field_names() or error["type"] == "extra_forbidden"
     )
     message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "string_pattern_mismatch":
+        message = PATTERN_WORDS.get(str(error.get("ctx", {}).get("pattern")), "not a valid value")
+    elif error["type"] == "literal_error" and "'fastest-response'" in message:
+        message += " (or the aliases 'balanced' for weighted, 'failover' for priority)"
     if error["type"] == "extra_forbidden":
         allowed = _fields_at(loc[:-1])
         key = str(loc[-1]) if loc else "?"

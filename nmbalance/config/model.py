@@ -52,18 +52,20 @@ def _alias_method(value: object) -> object:
     return METHOD_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 # What the kernel accepts in an interface name, minus characters we would have
 # to escape in nft text; validated here so no name ever reaches a parser unchecked.
 IFNAME_PATTERN = r"^[A-Za-z0-9_.+-]{1,15}$"
 IfName = Annotated[str, Field(pattern=IFNAME_PATTERN)]
 # A LAN may be an address label on a device ("eth3:0", as `ip addr add ... label`
 # makes): the label's addresses on that device. Labels fit in IFNAMSIZ too.
-LanIfName = Annotated[str, Field(max_length=15,
-                                 pattern=r"^[A-Za-z0-9_.+-]{1,15}(:[A-Za-z0-9_.+-]{1,14})?$")]
+LAN_IFNAME_PATTERN = r"^[A-Za-z0-9_.+-]{1,15}(:[A-Za-z0-9_.+-]{1,14})?$"
+LanIfName = Annotated[str, Field(max_length=15, pattern=LAN_IFNAME_PATTERN)]
 # Net-ISP-Balance's shorthands in a forwarding group: every ISP, every LAN.
 GROUP_SHORTHANDS = (":isp", ":lan")
-GroupMember = Annotated[str, Field(pattern=r"^([A-Za-z0-9_.-]{1,32}|:isp|:lan)$")]
+GROUP_MEMBER_PATTERN = r"^([A-Za-z0-9_.-]{1,32}|:isp|:lan)$"
+GroupMember = Annotated[str, Field(pattern=GROUP_MEMBER_PATTERN)]
 MethodName = Annotated[Method, BeforeValidator(_alias_method)]
 
 _PORT_RANGE = re.compile(r"^(\d{1,5})-(\d{1,5})$")
@@ -262,9 +264,12 @@ class Rule(Strict):
         return self
 
 
+TABLE_PATTERN = r"^nmbalance[A-Za-z0-9_]{0,23}$"
+
+
 class KernelSettings(Strict):
     # Always "nmbalance..." so it can never be an nft keyword or another program's table.
-    table: Annotated[str, Field(pattern=r"^nmbalance[A-Za-z0-9_]{0,23}$")] = "nmbalance"
+    table: Annotated[str, Field(pattern=TABLE_PATTERN)] = "nmbalance"
     mark_mask: Annotated[int, Field(gt=0, le=0xFFFFFFFF)] = 0x0000FF00
     route_table_base: Annotated[int, Field(ge=256, le=0xFFFF0000)] = 7700
     rule_priority_base: Annotated[int, Field(ge=1, le=32000)] = 7700

@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 
 from nmbalance.config.model import Config, Rule
 from nmbalance.core.facts import Facts, GatewaySource, Health, UplinkFacts
+from nmbalance.core.matching import rule_matches
 from nmbalance.core.numbering import Layout, assign, layout_of
 from nmbalance.core.plan import (
     MAIN_TABLE,
@@ -121,31 +122,6 @@ def _group_weights(method: str, members: Sequence[str], weights: Mapping[str, fl
     # and then the backups share alike.
     weighted = [(name, w) for name, w in live if w > 0]
     return weighted or [(name, 1.0) for name, _ in live]
-
-
-def _ports(spans: Sequence[tuple[int, int]]) -> str:
-    return ", ".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in spans)
-
-
-def rule_matches(rule: Rule) -> list[str]:
-    """nft match expressions for a [[rule]] (IPv4: the config takes no IPv6 prefixes yet)."""
-    common: list[str] = []
-    if rule.iif:
-        common.append("iifname { " + ", ".join(f'"{i}"' for i in rule.iif) + " }")
-    if rule.proto in ("tcp", "udp", "sctp"):
-        common.append(f"meta l4proto {rule.proto}")
-        if rule.sport:
-            common.append(f"th sport {{ {_ports(rule.sport)} }}")
-        if rule.dport:
-            common.append(f"th dport {{ {_ports(rule.dport)} }}")
-    elif rule.proto is not None:
-        common.append("meta l4proto icmp")
-    parts = []
-    if rule.src:
-        parts.append(f"ip saddr {{ {', '.join(str(n) for n in rule.src)} }}")
-    if rule.dst:
-        parts.append(f"ip daddr {{ {', '.join(str(n) for n in rule.dst)} }}")
-    return [" ".join(parts + common)]
 
 
 def _collapse4(networks: Iterable[AnyNetwork]) -> tuple[str, ...]:

@@ -152,6 +152,16 @@ def learn_chain(group: str, uplink: str) -> str:
     return f"learn_{group}__{uplink}"
 
 
+def new_counter(uplink: str) -> str:
+    """The named counter of the new connections an uplink (its ident) took."""
+    return f"new_{uplink}"
+
+
+def unident(text: str) -> str:
+    """The name an ident() stands for."""
+    return re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
+
+
 def pick_target(group: Group, uplink: str) -> str:
     """The chain a group's weight map sends a new connection to for `uplink`."""
     return learn_chain(group.ident, uplink) if group.kind == "persistence" else f"up_{uplink}"
@@ -204,7 +214,11 @@ def _table_body(spec: TableSpec) -> str:
             add(f"  set {asked_set(g.ident)} {{ typeof ip daddr; flags dynamic,timeout; "
                 f"timeout {ASKED_TIMEOUT}s; size 65536; }}")
     for up in spec.uplinks:
+        # Every new connection an uplink takes passes its up_ chain once: counted
+        # there, for the share measured and the metrics (established ones never do).
+        add(f"  counter {new_counter(up.ident)} {{ }}")
         add(f"  chain up_{up.ident} {{")
+        add(f"    counter name \"{new_counter(up.ident)}\"")
         add(f"    {_set_bits(up.mark, spec.mask, 'meta mark')}")
         add(f"    {_set_bits(up.mark, spec.mask, 'ct mark')}")
         add("  }")

@@ -48,6 +48,10 @@ class Kernel(Protocol):
         """(rx bytes, tx bytes) by interface name."""
         ...
 
+    async def new_connections(self, table: str) -> dict[str, int] | None:
+        """Our table's named counters of new connections (name -> count)."""
+        ...
+
     async def add_elements(self, table: str, text: str) -> None:
         """Run `add element` commands on our table (learned destinations)."""
         ...
@@ -104,6 +108,9 @@ class LocalKernel:
 
     async def add_elements(self, table: str, text: str) -> None:
         await self._run(lambda: self._open().table(table).run(text))
+
+    async def new_connections(self, table: str) -> dict[str, int] | None:
+        return await self._run(lambda: self._open().table(table).read_counters())
 
     async def counters(self) -> dict[str, tuple[int, int]]:
         """Every link's (rx bytes, tx bytes), for the load of the adaptive methods:

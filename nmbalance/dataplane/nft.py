@@ -31,6 +31,7 @@ class TableState:
     restore: dict[int, str] = field(default_factory=dict)  # mark -> the chain it restores by
     # weight map name -> (first slot, last slot, the chain those slots go to)
     weights: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)  # named counter -> packets
 
 
 def _element_text(value: Any) -> str:
@@ -134,6 +135,8 @@ class NftTable:
                 chains.add(name)
                 if name.startswith(DIGEST_CHAIN_PREFIX):
                     state.digest = name.removeprefix(DIGEST_CHAIN_PREFIX)
+            elif "counter" in item:
+                state.counters[item["counter"]["name"]] = int(item["counter"].get("packets", 0))
             elif "set" in item or "map" in item:
                 body = item.get("set") or item["map"]
                 elems = body.get("elem", [])
@@ -163,6 +166,15 @@ class NftTable:
             if "set" in item:
                 return frozenset(int(e) for e in item["set"].get("elem", []))
         return None
+
+    def read_counters(self) -> dict[str, int] | None:
+        """Our named counters (name -> packets); None when the table is not there."""
+        self._nft.set_json_output(True)
+        rc, output, _ = self._nft.cmd(f"list counters table {self.family} {self.name}")
+        if rc != 0:
+            return None
+        return {item["counter"]["name"]: int(item["counter"].get("packets", 0))
+                for item in json.loads(output).get("nftables", []) if "counter" in item}
 
     def others_of_ours(self, prefix: str = "nmbalance") -> list[str]:
         """Other inet tables named `prefix`... that carry our marker: left behind

@@ -4,8 +4,9 @@ from pathlib import Path
 
 from nmbalance.config import load_config_text
 from nmbalance.config.model import Config
-from nmbalance.core.decide import decide, rule_matches
+from nmbalance.core.decide import decide
 from nmbalance.core.facts import Facts, GatewaySource, Health, LanFacts, UplinkFacts
+from nmbalance.core.matching import rule_matches
 from nmbalance.core.plan import Route, UplinkStatus
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
