@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
+from typing import Any
 
 from nmbalance.bus.compat import DBusError, MessageBus, NameFlag, RequestNameReply
 from nmbalance.bus.service import (
@@ -20,7 +21,7 @@ from nmbalance.config.model import Config
 from nmbalance.core.adaptive import Load
 from nmbalance.core.facts import Facts
 from nmbalance.core.health_monitor import HealthMonitor
-from nmbalance.core.plan import Plan
+from nmbalance.core.plan import Plan, UplinkStatus
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Figures:
     probing: Mapping[str, list[str]] = field(default_factory=dict)  # uplink -> targets
     loads: Mapping[str, Load] = field(default_factory=dict)
     choices: Mapping[str, str] = field(default_factory=dict)  # "mode"/"rule X" -> why
+    new_connections: Mapping[str, int] = field(default_factory=dict)  # uplink -> since start
+    measured_share: Mapping[str, float] = field(default_factory=dict)  # of the last minute
 
 
 class Exported:
@@ -65,39 +68,56 @@ class Exported:
         self.manager.update(Mode=config.mode, ConfigPath=config_path,
                             Uplinks=[uplink_path(n) for n in names])
 
-    def publish(self, config: Config, plan: Plan | None, facts: Facts | None,
-                monitor: HealthMonitor, disabled: set[str], following: list[str],
-                summary: str, figures: Figures) -> None:
+    def publish(self, summary: str, following: list[str], choices: Mapping[str, str],
+                values: Mapping[str, Mapping[str, Any]]) -> None:
         self.manager.update(Summary=summary, Following=following,
-                            Choices=[f"{group}: {why}" for group, why in figures.choices.items()])
-        for u in config.uplink:
-            obj = self.uplinks.get(u.name)
-            if obj is None:
-                continue
-            tracker = monitor.trackers.get(u.name)
-            up = plan.get(u.name) if plan is not None else None
-            f = facts.uplink(u.name) if facts is not None else None
-            address = next((str(a.ip) for a in (f.addresses if f else ())
-                            if isinstance(a, IPv4Interface) and not a.ip.is_link_local), "")
-            loss = monitor.loss(u.name)  # the figure health judges by
-            obj.update(
-                State=up.status.value if up else "",
-                Health=tracker.phase.value if tracker else "",
-                Reason=(up.reason if up and up.reason else (
-                    tracker.reason if tracker and tracker.phase.value != "up" else "")),
-                Enabled=u.name not in disabled,
-                Interface=(up.interface if up else None) or "",
-                Connection=u.connection or "",
-                Gateway=(up.gateway if up else None) or "",
-                GatewaySource=up.gateway_source if up else "",
-                Address=address,
-                Weight=u.weight,
-                Share=round(up.share, 4) if up else 0.0,
-                LatencyMs=round(tracker.latency_ms, 1)
-                if tracker is not None and tracker.latency_ms is not None else -1.0,
-                LossPercent=round(loss, 1) if loss is not None else -1.0,
-                Probing=list(figures.probing.get(u.name, [])),
-                LoadDownMbps=round(load.down_mbps, 2) if (load := figures.loads.get(u.name))
-                else -1.0,
-                LoadUpMbps=round(load.up_mbps, 2) if load else -1.0,
-            )
+                            Choices=[f"{group}: {why}" for group, why in choices.items()])
+        for name, props in values.items():
+            obj = self.uplinks.get(name)
+            if obj is not None:
+                obj.update(**props)
+
+
+def uplink_values(config: Config, plan: Plan | None, facts: Facts | None,
+                  monitor: HealthMonitor, disabled: set[str], figures: Figures
+                  ) -> dict[str, dict[str, Any]]:
+    """Each uplink's properties as the bus shows them (and the metrics count them)."""
+    out = {}
+    for u in config.uplink:
+        tracker = monitor.trackers.get(u.name)
+        up = plan.get(u.name) if plan is not None else None
+        f = facts.uplink(u.name) if facts is not None else None
+        address = next((str(a.ip) for a in (f.addresses if f else ())
+                        if isinstance(a, IPv4Interface) and not a.ip.is_link_local), "")
+        loss = monitor.loss(u.name)  # the figure health judges by
+        health = tracker.phase.value if tracker else ""
+        state = up.status.value if up else ""
+        if state == UplinkStatus.ACTIVE.value and health == "degraded":
+            state = "degraded"
+        load = figures.loads.get(u.name)
+        out[u.name] = {
+            "State": state,
+            "Health": health,
+            "Reason": (up.reason if up and up.reason else (
+                tracker.reason if tracker and health != "up" else "")),
+            "Enabled": u.name not in disabled,
+            "Interface": (up.interface if up else None) or "",
+            "Connection": u.connection or "",
+            "Gateway": (up.gateway if up else None) or "",
+            "GatewaySource": up.gateway_source if up else "",
+            "Address": address,
+            "Weight": float(u.weight),
+            "Share": round(up.share, 4) if up else 0.0,
+            "MeasuredShare": round(figures.measured_share[u.name], 4)
+            if u.name in figures.measured_share else -1.0,
+            "NewConnections": figures.new_connections.get(u.name, 0),
+            "Mark": up.mark if up else 0,
+            "Table": up.table if up and up.routed else 0,
+            "LatencyMs": round(tracker.latency_ms, 1)
+            if tracker is not None and tracker.latency_ms is not None else -1.0,
+            "LossPercent": round(loss, 1) if loss is not None else -1.0,
+            "Probing": list(figures.probing.get(u.name, [])),
+            "LoadDownMbps": round(load.down_mbps, 2) if load else -1.0,
+            "LoadUpMbps": round(load.up_mbps, 2) if load else -1.0,
+        }
+    return out

@@ -43,6 +43,7 @@ class Control(Protocol):
     async def set_uplink_enabled(self, name: str, enabled: bool) -> None: ...
     async def refresh(self, reason: str) -> None: ...
     def plan_text(self) -> str: ...
+    def metrics_text(self) -> str: ...
 
 
 @contextlib.contextmanager
@@ -92,6 +93,12 @@ class ManagerInterface(ServiceInterface):  # type: ignore[misc]
         with _errors():
             return self._control.plan_text()
 
+    @method()
+    def GetMetrics(self) -> "s":
+        """The metrics, as OpenMetrics text."""
+        with _errors():
+            return self._control.metrics_text()
+
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> "s":
         return __version__
@@ -125,7 +132,8 @@ class ManagerInterface(ServiceInterface):  # type: ignore[misc]
 UPLINK_DEFAULTS: dict[str, Any] = {
     "Name": "", "State": "", "Health": "", "Reason": "", "Enabled": True, "Interface": "",
     "Connection": "", "Gateway": "", "GatewaySource": "", "Address": "", "Weight": 0.0,
-    "Share": 0.0, "LatencyMs": -1.0, "LossPercent": -1.0, "Probing": [],
+    "Share": 0.0, "MeasuredShare": -1.0, "NewConnections": 0, "Mark": 0, "Table": 0,
+    "LatencyMs": -1.0, "LossPercent": -1.0, "Probing": [],
     "LoadDownMbps": -1.0, "LoadUpMbps": -1.0,
 }
 
@@ -192,6 +200,25 @@ class UplinkInterface(ServiceInterface):  # type: ignore[misc]
     @dbus_property(access=PropertyAccess.READ)
     def Share(self) -> "d":
         return float(self._values["Share"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def MeasuredShare(self) -> "d":
+        """Its part of the new connections of about the last minute (-1: none yet)."""
+        return float(self._values["MeasuredShare"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def NewConnections(self) -> "t":
+        """New connections it took since the daemon started."""
+        return int(self._values["NewConnections"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Mark(self) -> "u":
+        return int(self._values["Mark"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Table(self) -> "u":
+        """Its routing table (0: it has none now)."""
+        return int(self._values["Table"])
 
     @dbus_property(access=PropertyAccess.READ)
     def LatencyMs(self) -> "d":

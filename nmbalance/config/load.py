@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from nmbalance.config.legacy import looks_legacy, parse_legacy
 from nmbalance.config import model
+from nmbalance.config.legacy import looks_legacy, parse_legacy
 from nmbalance.config.model import Config, cross_check
 from nmbalance.config.toml_lines import KeyLines, Path, line_of
 from nmbalance.errors import ConfigError, ConfigErrors

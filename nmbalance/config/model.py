@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from ipaddress import ip_address
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -237,6 +238,30 @@ class DaemonSettings(Strict):
     sendmail: FilePath | None = None
 
 
+def _listen(value: object) -> object:
+    """ADDRESS:PORT, the address an IP literal ([..] for IPv6): never a name to resolve."""
+    if not isinstance(value, str):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} should be ADDRESS:PORT, such as 127.0.0.1:9617")
+    try:
+        ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        raise ValueError(f"{host!r} should be an IP address (127.0.0.1, [::1])") from None
+    return value
+
+
+class MetricsSettings(Strict):
+    """Prometheus metrics; `nmbalance metrics` prints them whatever these say."""
+
+    # Serve /metrics over HTTP here (ADDRESS:PORT); unset: not served.
+    listen: Annotated[str, BeforeValidator(_listen)] | None = None
+    # Write them for node_exporter's textfile collector; unset: not written.
+    textfile: FilePath | None = None
+    textfile_interval: Annotated[float, Field(ge=1, le=3600)] = 15.0
+
+
 class Rule(Strict):
     name: Name
     src: Annotated[list[Prefix], BeforeValidator(at_most(1024))] = []
@@ -371,6 +396,7 @@ class Config(Strict):
     kernel: KernelSettings = KernelSettings()
     firewall: FirewallSettings = FirewallSettings()
     daemon: DaemonSettings = DaemonSettings()
+    metrics: MetricsSettings = MetricsSettings()
     forwarding_group: Annotated[list[ForwardingGroup], BeforeValidator(at_most(256))] = []
     port_forward: Annotated[list[PortForward], BeforeValidator(at_most(4096))] = []
     route: Annotated[list[StaticRoute], BeforeValidator(at_most(4096))] = []

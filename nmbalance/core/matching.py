@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 from nmbalance.config.model import Rule
 
@@ -28,7 +29,7 @@ class Connection:
 @dataclass(frozen=True)
 class Condition:
     what: str  # "saddr", "daddr", "iif", "proto", "sport", "dport"
-    values: tuple[object, ...]
+    values: tuple[Any, ...]
 
     def nft(self) -> str:
         if self.what in ("saddr", "daddr"):
@@ -49,8 +50,7 @@ class Condition:
         if self.what == "proto":
             return c.proto == self.values[0]
         port = c.sport if self.what == "sport" else c.dport
-        return port is not None and any(lo <= port <= hi
-                                        for lo, hi in self.values)  # type: ignore[misc]
+        return port is not None and any(bool(lo <= port <= hi) for lo, hi in self.values)
 
     def describe(self) -> str:
         """For explain: what this condition asks, in the config's words."""
@@ -91,6 +91,5 @@ def first_unmet(rule: Rule, c: Connection) -> Condition | None:
     return next((cond for cond in conditions(rule) if not cond.admits(c)), None)
 
 
-def _spans(values: Sequence[object], sep: str) -> str:
-    return sep.join(str(lo) if lo == hi else f"{lo}-{hi}"
-                    for lo, hi in values)  # type: ignore[misc]
+def _spans(values: Sequence[tuple[int, int]], sep: str) -> str:
+    return sep.join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in values)

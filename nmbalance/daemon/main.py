@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from nmbalance.aio import wait_event
 from nmbalance.bus.compat import DBusError
-from nmbalance.bus.exported import Figures
+from nmbalance.bus.exported import Figures, uplink_values
 from nmbalance.config.load import load_config
 from nmbalance.config.model import CAPACITY_METHODS, Config
 from nmbalance.config.snippets import read_snippets
@@ -41,15 +41,25 @@ from nmbalance.core.health_machine import Observation
 from nmbalance.core.health_monitor import HealthChange, HealthMonitor
 from nmbalance.core.managed import resolve_interfaces, with_managed
 from nmbalance.core.plan import Plan, UplinkStatus
-from nmbalance.core.ruleset import DEFAULT_GROUP, Group, sticky_set, sticky_timeouts
+from nmbalance.core.ruleset import (
+    DEFAULT_GROUP,
+    Group,
+    ident,
+    new_counter,
+    sticky_set,
+    sticky_timeouts,
+)
 from nmbalance.daemon.bus_session import BusSession
 from nmbalance.daemon.kernel import Kernel
 from nmbalance.daemon.reconciler import Reconciler
+from nmbalance.daemon.stats import Stats
 from nmbalance.dataplane.apply import ApplyReport
 from nmbalance.errors import ConfigError, ConfigErrors, UsageError
 from nmbalance.inet import AnyAddress
 from nmbalance.publish.events import Event, EventQueue
+from nmbalance.publish.metrics import Exporter, MetricsView, openmetrics
 from nmbalance.publish.sdnotify import Notifier
+from nmbalance.sources.counters import read_link_stats
 from nmbalance.sources.kernel_watch import EventKind, KernelEvent
 from nmbalance.sources.learner import Contender, Learner, open_log
 from nmbalance.sources.probes import ProbeScheduler, ProbeTargets, RoundSender
@@ -102,6 +112,9 @@ class Daemon:
         self._choices: dict[str, str] = {}  # group -> what its choice is (Choice.key)
         self.choice_why: dict[str, str] = {}  # group -> the figures behind it
         self.learner: Learner | None = None  # fastest-response, once a group races
+        self.stats = Stats()
+        self.published: dict[str, dict[str, Any]] = {}  # each uplink's bus properties
+        self.exporter: Exporter | None = None
         self.events = EventQueue(lambda: self.config, config_path, self.summary)
         self.reconciler = Reconciler(
             kernel, self, clock=clock,
@@ -130,6 +143,12 @@ class Daemon:
         for signum, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set),
                                 (signal.SIGHUP, self._reload.set)):
             loop.add_signal_handler(signum, handler)
+        metrics = self.config.metrics
+        try:
+            self.exporter = Exporter(metrics.listen, metrics.textfile)
+        except OSError as exc:  # the address is taken or not ours: run without it
+            log.error("cannot serve metrics on %s: %s", metrics.listen, exc)
+            self.exporter = Exporter(None, metrics.textfile)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.reconciler.run())
@@ -139,6 +158,7 @@ class Daemon:
                 tg.create_task(self._timers())
                 tg.create_task(self._adapt())
                 tg.create_task(self._learn())
+                tg.create_task(self._sample())
                 tg.create_task(self.events.run())
                 tg.create_task(self._reloader())
                 if self.bus is not None:
@@ -153,6 +173,8 @@ class Daemon:
                 loop.remove_signal_handler(signum)
             self.notifier.stopping()
             self.watch.close()
+            if self.exporter is not None:
+                self.exporter.close()
             if self.bus is not None:
                 await self.bus.close()
             await self._shutdown()
@@ -199,6 +221,7 @@ class Daemon:
                 self.reconciler.verify(event.describe())
 
     def _probed(self, uplink: str, obs: Observation) -> None:
+        self.stats.probe_rounds[uplink] += 1
         changes = self.monitor.observe(uplink, obs, self.clock())
         self._record(changes)
         if not changes:
@@ -219,6 +242,8 @@ class Daemon:
         self._timers_changed.set()
         self._publish()
         for change in changes:
+            if change.health_changed:
+                self.stats.state_changes[change.uplink] += 1
             level = logging.WARNING if change.transition.event in (
                 "down", "long-down") else logging.INFO
             log.log(level, "%s", change.describe())
@@ -278,6 +303,7 @@ class Daemon:
                                           "NMBALANCE_CONFIG": self.config_path})
 
     def applied(self, plan: Plan, report: ApplyReport, why: str, quiet: bool = False) -> None:
+        self.stats.applied(report.kernel_ms)
         previous, self.plan = self.plan, plan
         self.ids = {u.name: u.id for u in plan.uplinks}
         facts = self.facts
@@ -400,8 +426,8 @@ class Daemon:
         timeouts = sticky_timeouts(plan.nft.spec)
         lines = []
         for group, by_uplink in won.items():
-            for ident, addresses in by_uplink.items():
-                name = sticky_set(group, ident)
+            for uplink_ident, addresses in by_uplink.items():
+                name = sticky_set(group, uplink_ident)
                 if name in timeouts:
                     items = ", ".join(f"{a} timeout {timeouts[name]}s" for a in addresses)
                     lines.append(f"add element inet {plan.nft.table} {name} {{ {items} }}")
@@ -410,8 +436,42 @@ class Daemon:
             log.debug("learned %d destinations", sum(len(a) for b in won.values()
                                                      for a in b.values()))
 
+    async def _sample(self) -> None:
+        """Every STATS_INTERVAL: the new connections each uplink took (our table's
+        counters), for the share measured; the metrics' view; the textfile."""
+        written = -1e9
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            try:
+                raw = await self.kernel.new_connections(self.config.kernel.table)
+                names = {new_counter(ident(u.name)): u.name for u in self.config.uplink}
+                self.stats.new_connections.sample(self.clock(), {
+                    names[c]: n for c, n in (raw or {}).items() if c in names})
+                self._publish()
+                if self.exporter is not None:
+                    self.exporter.view = self.metrics_view()
+                    if self.clock() - written >= self.config.metrics.textfile_interval:
+                        self.exporter.write()
+                        written = self.clock()
+            except Exception as exc:  # figures are never the daemon's end
+                log.warning("sampling the counters failed: %s", exc)
+
+    def metrics_view(self) -> MetricsView:
+        return MetricsView(
+            uplinks=dict(self.published), links=read_link_stats(),
+            state_changes=dict(self.stats.state_changes),
+            probe_rounds=dict(self.stats.probe_rounds), applies=self.stats.applies,
+            apply_seconds=self.stats.apply_seconds, repairs=self.reconciler.repairs,
+            raced=self.learner.raced if self.learner else 0,
+            learned=self.learner.learned if self.learner else 0)
+
+    def metrics_text(self) -> str:
+        return openmetrics(self.metrics_view())
+
     def figures(self) -> Figures:
         return Figures(
+            new_connections=dict(self.stats.new_connections.totals),
+            measured_share=self.stats.new_connections.shares(),
             probing=self.probe_targets.shown(self.config),
             loads={n: m.load for n, m in self._meters.items() if m.load is not None},
             choices={_group_label(gid): why for gid, why in self.choice_why.items()} | (
@@ -424,11 +484,13 @@ class Daemon:
         return found.mark if found is not None else 0
 
     def _publish(self) -> None:
+        figures = self.figures()
+        self.published = uplink_values(self.config, self.plan, self.facts, self.monitor,
+                                       self.disabled, figures)
         exported = self.bus.exported if self.bus is not None else None
         if exported is not None:
-            exported.publish(self.config, self.plan, self.facts, self.monitor,
-                             self.disabled, self.bus.following if self.bus else [],
-                             self.summary(), self.figures())
+            exported.publish(self.summary(), self.bus.following if self.bus else [],
+                             figures.choices, self.published)
 
     def summary(self) -> str:
         if self.plan is None:
@@ -517,6 +579,7 @@ def _changed(report: ApplyReport) -> str:
 
 
 SAMPLE_INTERVAL = 0.5  # seconds between load samples of the adaptive methods
+STATS_INTERVAL = 2.0  # seconds between samples of the new-connection counters
 
 
 def _group_label(gid: str) -> str:

@@ -95,6 +95,7 @@ class Reconciler:
         self._retry_at: float | None = None
         self._next_read_back: float | None = None
         self._repairs: list[float] = []  # when recent repairs ran
+        self.repairs = 0  # since the start, for the metrics
         self._repair_after: float | None = None
 
     # --- asking ------------------------------------------------------------------------------
@@ -227,6 +228,7 @@ class Reconciler:
                 report = await self._reconcile([f"drift ({_why(verify)})"], force=True,
                                                quiet=True)
         if drift:
+            self.repairs += 1
             self._repairs.append(self.clock())
             how = f" ({report.nft_mode or 'routes'}, {report.kernel_ms:.1f} ms in the kernel)" \
                 if report is not None else ""  # a repair always rewrites table or routes

@@ -64,6 +64,10 @@ class FakeKernel:
         self.ids: dict[str, int] = {}
         self.counted: dict[str, tuple[int, int]] = {}  # rx, tx bytes by interface
         self.counters_fail = False
+        self.new: dict[str, int] = {}  # our table's named counters
+
+    async def new_connections(self, table: str) -> dict[str, int] | None:
+        return dict(self.new)
 
     async def counters(self) -> dict[str, tuple[int, int]]:
         if self.counters_fail:
