@@ -77,6 +77,17 @@ def run_hooks(config: Config, event: str, plan: Plan, config_path: str) -> None:
         asyncio.run(hooks.run(event, {"ACTIVE_UPLINKS": active, "NMBALANCE_CONFIG": config_path}))
 
 
+def observe(config: Config) -> tuple[Facts, Plan]:
+    """What the kernel and the network managers say now, and the plan for it,
+    keeping the uplink ids our table holds: for explain and doctor."""
+    from nmbalance.daemon.kernel import restore_chains
+
+    with kernel(config) as applier:
+        ids = applier.kernel_ids(config.kernel.table, restore_chains(config), layout_of(config))
+        facts = discover(applier.ipr, config)
+    return facts, decide(config, facts, None, read_snippets(config), ids)
+
+
 def plan_and_apply(config: Config, uplinks: Sequence[str] = (), dry_run: bool = False,
                    config_path: str = "") -> tuple[Plan, ApplyReport | None]:
     """The plan (with the uplink ids the kernel holds), applied unless dry_run, between

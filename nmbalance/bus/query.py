@@ -1,13 +1,15 @@
-"""Asking a running daemon over the bus: its status (for `nmbalance status`)
-and a refresh (for the dispatcher scripts). None when no daemon answers."""
+"""Asking a running daemon over the bus: its status (for `nmbalance status`),
+a refresh (for the dispatcher scripts), None when no daemon answers; and
+what must reach it or fail loudly (enable, disable, metrics)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from nmbalance.bus.client import call, close, connect, get_all, name_has_owner
-from nmbalance.bus.service import BUS_NAME, MANAGER_IFACE, MANAGER_PATH, UPLINK_IFACE
+from nmbalance.bus.client import BusCallError, call, close, connect, get_all, name_has_owner
+from nmbalance.bus.service import BUS_NAME, ERROR, MANAGER_IFACE, MANAGER_PATH, UPLINK_IFACE
+from nmbalance.errors import NmbalanceError, UsageError
 
 TIMEOUT = 5.0
 
@@ -52,28 +54,42 @@ def daemon_refresh(reason: str) -> bool:
     return bool(_run(_refresh(reason)))
 
 
-def render_daemon_status(status: dict[str, Any]) -> str:
-    manager = status["manager"]
-    follows = ", ".join(manager.get("Following") or []) or "kernel"
-    lines = [f"nmbalance {manager.get('Version', '')}: mode {manager.get('Mode', '')}, "
-             f"following {follows}",
-             f"{'UPLINK':<12} {'STATE':<10} {'HEALTH':<10} {'SHARE':>6}  {'DEVICE':<10} "
-             f"{'GATEWAY':<16} {'FROM':<14} {'RTT':>7} {'LOSS':>5}  REASON"]
-    for u in status["uplinks"]:
-        rtt = f"{u['LatencyMs']:.1f}ms" if u.get("LatencyMs", -1) >= 0 else "-"
-        loss = f"{u['LossPercent']:.0f}%" if u.get("LossPercent", -1) >= 0 else "-"
-        state = u.get("State", "") + ("" if u.get("Enabled", True) else "*")
-        lines.append(
-            f"{u.get('Name', ''):<12} {state:<10} {u.get('Health', ''):<10} "
-            f"{u.get('Share', 0.0):>6.1%}  {u.get('Interface') or '-':<10} "
-            f"{u.get('Gateway') or '-':<16} {u.get('GatewaySource') or '-':<14} {rtt:>7} "
-            f"{loss:>5}  {u.get('Reason', '')}")
-        if any(not target[:1].isdigit() for target in u.get("Probing") or []):
-            lines.append(f"{'':<12} probing {', '.join(u['Probing'])}")
-        if u.get("LoadDownMbps", -1) >= 0:
-            lines.append(f"{'':<12} load {u['LoadDownMbps']:.1f} Mbit/s down, "
-                         f"{u['LoadUpMbps']:.1f} up")
-    lines += [f"choice of {choice}" for choice in manager.get("Choices") or []]
-    if any(not u.get("Enabled", True) for u in status["uplinks"]):
-        lines.append("* disabled by request (SetUplinkEnabled)")
-    return "\n".join(lines) + "\n"
+NO_DAEMON = "no nmbalance daemon runs here (start it: systemctl start nmbalance)"
+
+
+async def _ask(member: str, signature: str = "", body: tuple[Any, ...] = ()) -> list[Any]:
+    try:
+        bus = await connect()
+    except Exception as exc:  # no bus at all
+        raise NmbalanceError(f"{NO_DAEMON}; no system bus ({exc})") from None
+    try:
+        if not await name_has_owner(bus, BUS_NAME):
+            raise NmbalanceError(NO_DAEMON)
+        return await call(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, member, signature, body)
+    except BusCallError as exc:
+        if exc.name == "org.freedesktop.DBus.Error.AccessDenied":
+            raise NmbalanceError(
+                f"not allowed to call {member}: the bus policy lets only root and the netdev "
+                "group steer the daemon (see /usr/share/dbus-1/system.d/io.github.nmbalance1.conf)"
+            ) from None
+        if exc.name == f"{ERROR}.UsageError":
+            raise UsageError(exc.text) from None
+        raise NmbalanceError(f"the daemon says: {exc.text or exc.name}") from None
+    finally:
+        await close(bus)
+
+
+def _steer(coro: Any) -> Any:
+    try:
+        return asyncio.run(asyncio.wait_for(coro, TIMEOUT))
+    except TimeoutError:
+        raise NmbalanceError(f"the daemon did not answer within {TIMEOUT:g} s") from None
+
+
+def set_uplink_enabled(name: str, enabled: bool) -> None:
+    _steer(_ask("SetUplinkEnabled", "sb", (name, enabled)))
+
+
+def daemon_metrics() -> str:
+    body = _steer(_ask("GetMetrics"))
+    return str(body[0]) if body else ""

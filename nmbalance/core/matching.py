@@ -48,7 +48,7 @@ class Condition:
         if self.what == "iif":
             return c.iif is not None and c.iif in self.values
         if self.what == "proto":
-            return c.proto == self.values[0]
+            return c.proto == str(self.values[0])
         port = c.sport if self.what == "sport" else c.dport
         return port is not None and any(bool(lo <= port <= hi) for lo, hi in self.values)
 

@@ -1,0 +1,2 @@
+"""What the command line shows of a running system: status, explain,
+connections, doctor. Read-only: nothing here changes the kernel."""
