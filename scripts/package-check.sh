@@ -52,7 +52,7 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sb
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends debhelper dh-python pybuild-plugin-pyproject \
     python3-all python3-setuptools groff-base lintian python3-pytest python3-pytest-timeout \
-    python3-hypothesis make \
+    python3-hypothesis python3-jsonschema make \
     >/dev/null
 cd /build/nmbalance-$VERSION
 # -d: the build dependencies are installed above; build-essential (a C compiler)
@@ -80,7 +80,7 @@ for f in /usr/bin/nmbalance /usr/lib/systemd/system/nmbalance.service \
 done
 grep -qx /etc/nmbalance/nmbalance.toml /var/lib/dpkg/info/nmbalance.conffiles
 echo "package: installed versions:"
-dpkg-query -W python3 python3-pydantic python3-pyroute2 python3-nftables python3-icmplib python3-dbus-fast python3-dnspython nftables
+dpkg-query -W python3 python3-pydantic python3-pyroute2 python3-nftables python3-icmplib python3-dbus-fast python3-dnspython python3-prometheus-client nftables
 # The unit tests, against the installed package and Debian 13's libraries.
 mkdir -p /build/t
 cp -r /build/nmbalance-$VERSION/tests /build/nmbalance-$VERSION/docs /build/nmbalance-$VERSION/scripts \
@@ -106,7 +106,9 @@ echo "package: rpmbuild (smoke build with --nodeps and fallback macros)"
 RPMTOP=$WORK/rpm
 mkdir -p "$RPMTOP"/{SOURCES,SPECS,BUILD,RPMS,SRPMS}
 git archive --format=tar.gz --prefix="nmbalance-$VERSION/" -o "$RPMTOP/SOURCES/nmbalance-$VERSION.tar.gz" HEAD
-rpmbuild -bb --nodeps --define "_topdir $RPMTOP" rpm/nmbalance.spec >"$WORK/rpmbuild.log" 2>&1 ||
+# With the distro's own python3 first on PATH, as a packager's machine has it.
+env PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    rpmbuild -bb --nodeps --define "_topdir $RPMTOP" rpm/nmbalance.spec >"$WORK/rpmbuild.log" 2>&1 ||
     { tail -40 "$WORK/rpmbuild.log"; exit 1; }
 RPM=$(ls "$RPMTOP"/RPMS/noarch/nmbalance-*.rpm)
 rpm -qlp "$RPM" > "$WORK/rpm-files"

@@ -94,12 +94,15 @@ def uplink_values(config: Config, plan: Plan | None, facts: Facts | None,
         state = up.status.value if up else ""
         if state == UplinkStatus.ACTIVE.value and health == "degraded":
             state = "degraded"
+        reason = up.reason if up and up.reason else (
+            tracker.reason if tracker and health != "up" else "")
+        if u.name in disabled:
+            reason = "left out by request (nmbalance disable; enable takes it back)"
         load = figures.loads.get(u.name)
         out[u.name] = {
             "State": state,
             "Health": health,
-            "Reason": (up.reason if up and up.reason else (
-                tracker.reason if tracker and health != "up" else "")),
+            "Reason": reason,
             "Enabled": u.name not in disabled,
             "Interface": (up.interface if up else None) or "",
             "Connection": u.connection or "",

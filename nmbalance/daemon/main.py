@@ -441,7 +441,6 @@ class Daemon:
         counters), for the share measured; the metrics' view; the textfile."""
         written = -1e9
         while True:
-            await asyncio.sleep(STATS_INTERVAL)
             try:
                 raw = await self.kernel.new_connections(self.config.kernel.table)
                 names = {new_counter(ident(u.name)): u.name for u in self.config.uplink}
@@ -455,6 +454,7 @@ class Daemon:
                         written = self.clock()
             except Exception as exc:  # figures are never the daemon's end
                 log.warning("sampling the counters failed: %s", exc)
+            await asyncio.sleep(STATS_INTERVAL)
 
     def metrics_view(self) -> MetricsView:
         return MetricsView(
