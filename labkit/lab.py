@@ -319,9 +319,10 @@ class Lab:
             self.sh(self.isp(n), "nft", f"delete table inet {table}", check=False)
 
     def sources(self, count: int, ns: str | None = None, concurrency: int = 32,
-                bind: str | None = None, server: str = SERVER_ADDR) -> dict[str, int]:
+                bind: str | None = None, server: str = SERVER_ADDR, port: int = SERVER_PORT
+                ) -> dict[str, int]:
         """Open `count` connections to the server; how many it saw from each source."""
-        args = [server, str(SERVER_PORT), str(count), str(concurrency)]
+        args = [server, str(port), str(count), str(concurrency)]
         if bind:
             args.append(bind)
         out = run(self.python(ns or self.lan, "labkit.client", *args),
@@ -329,9 +330,9 @@ class Lab:
         return {line.split()[0]: int(line.split()[1]) for line in out.splitlines()}
 
     def connections(self, count: int, ns: str | None = None, concurrency: int = 32,
-                    bind: str | None = None) -> dict[int, int]:
+                    bind: str | None = None, port: int = SERVER_PORT) -> dict[int, int]:
         """Open `count` connections to the server; how many each ISP carried."""
-        seen = self.sources(count, ns, concurrency, bind)
+        seen = self.sources(count, ns, concurrency, bind, port=port)
         tally: dict[int, int] = {}
         for source, n in seen.items():
             tally[self.isp_of(source)] = tally.get(self.isp_of(source), 0) + n

@@ -61,6 +61,7 @@ def from_daemon(answer: dict[str, Any], kernel: KernelSettings, routing: dict[st
             "health": u.get("Health") or None,
             "enabled": bool(u.get("Enabled", True)),
             "interface": _known(u.get("Interface", "")),
+            "connection": _known(u.get("Connection", "")),
             "gateway": _known(u.get("Gateway", "")),
             "gateway_source": _known(u.get("GatewaySource", "")),
             "address": _known(u.get("Address", "")),
@@ -141,7 +142,8 @@ def _row(name: str, config: Config | None, **values: Any) -> dict[str, Any]:
     configured = next((u for u in config.uplink if u.name == name), None) if config else None
     row: dict[str, Any] = {
         "name": name, "state": "down", "reason": "", "health": None, "enabled": None,
-        "interface": configured.interface if configured else None, "gateway": None,
+        "interface": configured.interface if configured else None,
+        "connection": configured.connection if configured else None, "gateway": None,
         "gateway_source": None, "address": None,
         "weight": float(configured.weight) if configured else None, "share": 0.0,
         "measured_share": None, "new_connections": None, "latency_ms": None,

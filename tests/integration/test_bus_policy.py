@@ -5,6 +5,9 @@ and the netdev group may change anything, and errors are messages."""
 from __future__ import annotations
 
 import grp
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -128,3 +131,47 @@ def test_errors_reach_the_caller_as_messages(served: tuple[Lab, Bus, DaemonProce
         path.write_text(good)
     code, out = call(lab, bus, "Reload")
     assert code == 0, out
+
+
+def cli(lab: Lab, *args: str, uid: int | None = None, groups: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """The nmbalance command on the policy bus, as root or as another user."""
+    cmd = ["ip", "netns", "exec", lab.rtr]
+    if uid is not None:
+        cmd += ["setpriv", f"--reuid={uid}", f"--regid={uid}",
+                f"--groups={groups}" if groups else "--clear-groups"]
+    return subprocess.run([*cmd, sys.executable, "-m", "nmbalance", *args], text=True,
+                          capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT),
+                                                        DBUS_SYSTEM_BUS_ADDRESS=lab.bus_address))
+
+
+def test_enable_and_disable_on_the_real_policy(served: tuple[Lab, Bus, DaemonProcess]) -> None:
+    lab, _, daemon = served
+    refused = cli(lab, "disable", "ISP2", uid=NOBODY)
+    assert refused.returncode == 1, refused
+    assert "not allowed to call SetUplinkEnabled" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    # Anyone may read the metrics.
+    metrics = cli(lab, "metrics", uid=NOBODY)
+    assert metrics.returncode == 0 and 'nmbalance_uplink_weight{uplink="ISP1"}' in metrics.stdout
+    mark = daemon.mark()
+    done = cli(lab, "disable", "ISP2")
+    assert done.returncode == 0 and "ISP2: disabled" in done.stdout, done
+    daemon.wait_for(r"applied .*ISP2 left-out", after=mark)
+    assert lab.connections(60) == {1: 60}
+    unknown = cli(lab, "enable", "ISP9")
+    assert unknown.returncode == 2 and "no uplink named 'ISP9'" in unknown.stderr, unknown
+    netdev = str(grp.getgrnam("netdev").gr_gid)
+    back = cli(lab, "enable", "ISP2", uid=NOBODY, groups=netdev)
+    assert back.returncode == 0, back
+    daemon.wait_for(r"applied .*ISP2 active", after=mark)
+
+
+def test_enable_without_a_daemon_says_so() -> None:
+    with Lab(isps=1) as lab:
+        Bus(lab)
+        result = cli(lab, "disable", "ISP1")
+        assert result.returncode == 1
+        assert "no nmbalance daemon runs here" in result.stderr, result.stderr
+        result = cli(lab, "metrics")
+        assert result.returncode == 1 and "no nmbalance daemon" in result.stderr

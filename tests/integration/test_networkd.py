@@ -41,7 +41,7 @@ def daemon(ndlab: tuple[Lab, Bus]) -> Iterator[DaemonProcess]:
 
 def uplinks(lab: Lab) -> dict[str, dict[str, object]]:
     out = json.loads(lab.nmbalance("status", "--json").stdout)
-    return {u["Name"]: u for u in out["uplinks"]}
+    return {u["name"]: u for u in out["uplinks"]}
 
 
 def test_gateways_come_from_networkd(ndlab: tuple[Lab, Bus], daemon: DaemonProcess) -> None:
@@ -49,7 +49,7 @@ def test_gateways_come_from_networkd(ndlab: tuple[Lab, Bus], daemon: DaemonProce
     assert "following networkd" in daemon.text()
     for n in (1, 2):
         u = uplinks(lab)[f"ISP{n}"]
-        assert u["Gateway"] == f"10.10{n}.0.1" and u["GatewaySource"] == "networkd", u
+        assert u["gateway"] == f"10.10{n}.0.1" and u["gateway_source"] == "networkd", u
     tally = lab.connections(300)
     assert tally.get(1, 0) > 0 and tally.get(2, 0) > 0 and sum(tally.values()) == 300
 
@@ -69,7 +69,7 @@ def test_a_new_router_at_renewal_is_followed(ndlab: tuple[Lab, Bus], daemon: Dae
             followed = time.monotonic()
             signalled = watch.wait(timeout=1)
         assert followed - signalled < 1.0
-        assert uplinks(lab)["ISP1"]["Gateway"] == "10.101.0.254"
+        assert uplinks(lab)["ISP1"]["gateway"] == "10.101.0.254"
     finally:
         set_router(lab, 1, "10.101.0.1")
         assert wait_for(lambda: "via 10.101.0.1 " in table(), 30)
@@ -84,7 +84,7 @@ def test_carrier_loss_and_return(ndlab: tuple[Lab, Bus], daemon: DaemonProcess) 
     assert lab.connections(100) == {1: 100}
     lab.carrier(2, True)
     daemon.wait_for(r"applied .*ISP2 active", after=mark, timeout=30)
-    assert uplinks(lab)["ISP2"]["GatewaySource"] == "networkd"
+    assert uplinks(lab)["ISP2"]["gateway_source"] == "networkd"
 
 
 def test_networkd_dispatcher_script_applies_or_pokes_the_daemon(networkd: Networkd) -> None:
@@ -123,3 +123,28 @@ def test_networkd_dispatcher_script_applies_or_pokes_the_daemon(networkd: Networ
             daemon.stop()
     finally:
         lab.nmbalance("flush", "-c", config)
+
+
+def test_doctor_reads_networkds_own_config(ndlab: tuple[Lab, Bus], daemon: DaemonProcess,
+                                           networkd: Networkd) -> None:
+    """doctor reads networkd.conf as networkd sees it (its mount namespace, found by
+    its bus name's pid): ManageForeign* on would remove our rules and routes."""
+    lab, _ = ndlab
+    path = lab.workdir / "nmbalance.toml"
+
+    def check() -> dict[str, str]:
+        result = lab.nmbalance("doctor", "-c", str(path), "--json")
+        found: dict[str, str] = {c["name"]: c for c in json.loads(result.stdout)}["networkd"]
+        return found
+
+    assert check()["verdict"] == "pass", check()
+    conf = networkd.dir / "networkd.conf"
+    kept = conf.read_text()
+    try:
+        conf.write_text("[Network]\nManageForeignRoutes=no\n")  # rules: the default, yes
+        found = check()
+        assert found["verdict"] == "fail", found
+        assert "ManageForeignRoutingPolicyRules" in found["why"]
+        assert "ManageForeignRoutingPolicyRules=no" in found["fix"]
+    finally:
+        conf.write_text(kept)

@@ -68,7 +68,7 @@ def daemon(nmlab: NMLab) -> Iterator[DaemonProcess]:
 def status(lab: Lab) -> dict[str, dict[str, object]]:
     out = json.loads(lab.nmbalance("status", "--json").stdout)
     assert out["source"] == "daemon"
-    return {u["Name"]: u for u in out["uplinks"]}
+    return {u["name"]: u for u in out["uplinks"]}
 
 
 def bounce(lab: Lab, n: int) -> None:
@@ -88,13 +88,13 @@ def test_gateways_come_from_networkmanager(nmlab: NMLab, daemon: DaemonProcess) 
     lab = nmlab.lab
     assert "following networkmanager" in daemon.text()
     uplinks = status(lab)
-    assert uplinks["ISP1"]["Gateway"] == "10.101.0.1"
-    assert uplinks["ISP1"]["GatewaySource"] == "networkmanager"
+    assert uplinks["ISP1"]["gateway"] == "10.101.0.1"
+    assert uplinks["ISP1"]["gateway_source"] == "networkmanager"
     # No default route in any table for wan2: the lease alone knows its router.
     assert "default" not in lab.ip(lab.rtr, "route", "show", "dev", "wan2").stdout
-    assert uplinks["ISP2"]["Gateway"] == "10.102.0.1"
-    assert uplinks["ISP2"]["GatewaySource"] == "dhcp"
-    assert uplinks["ISP2"]["Interface"] == "wan2" and uplinks["ISP2"]["Connection"] == "ISP2-dhcp"
+    assert uplinks["ISP2"]["gateway"] == "10.102.0.1"
+    assert uplinks["ISP2"]["gateway_source"] == "dhcp"
+    assert uplinks["ISP2"]["interface"] == "wan2" and uplinks["ISP2"]["connection"] == "ISP2-dhcp"
     assert "default via 10.102.0.1 dev wan2 proto 211" in table(lab, 7702)
     tally = lab.connections(300)
     assert tally.get(1, 0) > 0 and tally.get(2, 0) > 0 and sum(tally.values()) == 300
@@ -112,7 +112,7 @@ def test_a_new_router_at_renewal_is_followed_within_a_second(
             assert wait_for(lambda: "via 10.102.0.254" in table(lab, 7702), 5)
             followed = time.monotonic()
         assert followed - signalled < 1.0, followed - signalled
-        assert status(lab)["ISP2"]["Gateway"] == "10.102.0.254"
+        assert status(lab)["ISP2"]["gateway"] == "10.102.0.254"
         assert lab.connections(200).get(2, 0) > 0
     finally:
         set_router(lab, 2, "10.102.0.1")
@@ -130,13 +130,13 @@ def test_carrier_loss_and_return_through_networkmanager(
     # lease, address and route go, and our view says why.
     assert wait_for(lambda: "10.101." not in lab.ip(lab.rtr, "-4", "addr", "show", "wan1").stdout,
                     15)
-    assert wait_for(lambda: status(lab)["ISP1"]["State"] in ("down", "no-gateway"), 5)
+    assert wait_for(lambda: status(lab)["ISP1"]["state"] in ("down", "no-gateway"), 5)
     assert lab.connections(200) == {2: 200}
     mark = daemon.mark()
     lab.carrier(1, True)
     # Back only when NetworkManager has a new lease and the probes answer again.
     daemon.wait_for(r"applied .*ISP1 active", after=mark, timeout=30)
-    assert status(lab)["ISP1"]["GatewaySource"] == "networkmanager"
+    assert status(lab)["ISP1"]["gateway_source"] == "networkmanager"
     assert lab.connections(300).get(1, 0) > 0
 
 
@@ -209,7 +209,7 @@ def test_a_bus_restart_keeps_what_networkmanager_said(nmlab: NMLab, daemon: Daem
     assert "default via 10.102.0.1 dev wan2 proto 211" in table(lab, 7702)
     assert daemon.count(r"ISP2 (down|no-gateway)|conntrack entries of", after=mark) == 0, \
         daemon.text()
-    assert wait_for(lambda: status(lab)["ISP2"]["GatewaySource"] == "dhcp", 10)
+    assert wait_for(lambda: status(lab)["ISP2"]["gateway_source"] == "dhcp", 10)
 
 
 def test_the_dispatcher_never_applies_over_a_live_daemon(nmlab: NMLab,
