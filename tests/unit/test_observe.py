@@ -5,8 +5,8 @@ status table and watch lines, doctor's verdicts, and the command line."""
 from __future__ import annotations
 
 import argparse
-import re
 import io
+import re
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -158,7 +158,8 @@ def test_the_table_and_the_change_lines() -> None:
     doc = from_daemon({"manager": {"Mode": "weighted"}, "uplinks": [BUS_UPLINK]},
                       KernelSettings(), {"routes": [], "rules": []})
     text = render(doc)
-    assert re.search(r"^ISP1 +degraded +25.0% +- +wan1 +10.101.0.2 +10.101.0.1 +kernel +12.5ms +0%", text, re.M), text
+    row = r"^ISP1 +degraded +25.0% +- +wan1 +10.101.0.2 +10.101.0.1 +kernel +12.5ms +0%"
+    assert re.search(row, text, re.M), text
     assert "\n             slow\n" in text
     lines = change_lines(None, doc)
     assert len(lines) == 1 and lines[0].endswith("ISP1 degraded (slow) share 25.0% dev wan1 "
