@@ -56,6 +56,14 @@ def test_every_command_is_documented() -> None:
     assert [c for c in COMMANDS if f"* `{c}`" not in page] == []
 
 
+def test_the_readme_use_block_lists_every_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    use = readme.split("## Use", 1)[1].split("\n## ", 1)[0]
+    listed = {w for line in use.splitlines() if line.startswith("    nmbalance ")
+              for w in line.split()[1].split("|")}
+    assert listed == set(COMMANDS)
+
+
 def test_the_shipped_default_config_is_valid() -> None:
     import nmbalance.config
 
