@@ -15,7 +15,7 @@ import signal
 import time
 
 from labkit.daemon import DaemonProcess
-from labkit.lab import Lab, isp_probe
+from labkit.lab import SERVER_ADDR, Lab, isp_probe
 from labkit.managers import Bus
 
 CONFIG = f"""\
@@ -126,15 +126,17 @@ def main() -> int:
         print(f"  the daemon put its table back {1000 * (repaired - flushed):.0f} ms later")
         traffic()
 
-        step("The administrator takes ISP1 out over D-Bus (SetUplinkEnabled), then "
+        step("The administrator leaves ISP1 out (nmbalance disable ISP1, over D-Bus), then "
              "nmbalance status asks the daemon")
         mark = daemon.mark()
-        lab.sh(lab.rtr, "busctl", f"--address={lab.bus_address}", "call", "io.github.nmbalance1",
-               "/io/github/nmbalance1", "io.github.nmbalance1.Manager", "SetUplinkEnabled",
-               "sb", "ISP1", "false")
+        print("    $ nmbalance disable ISP1\n    " + lab.nmbalance("disable", "ISP1").stdout.strip())
         daemon.wait_for(r"applied .*ISP1 left-out", after=mark)
-        status = lab.nmbalance("status", "-c", config)
-        print("".join(f"    {line}\n" for line in status.stdout.splitlines()), end="")
+        asked: list[list[str]] = [["status"], ["explain", "--src", "10.250.0.2", "--dst",
+                                                SERVER_ADDR, "--proto", "tcp", "--dport", "443"]]
+        for words in asked:
+            print(f"    $ nmbalance {' '.join(words)}")
+            shown = lab.nmbalance(*words, "-c", config)
+            print("".join(f"    {line}\n" for line in shown.stdout.splitlines()), end="")
         traffic()
 
         step("The daemon stops (SIGTERM), nmbalance flush, then the lab is removed")
