@@ -7,8 +7,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from nmbalance import __version__
 from nmbalance.config.load import DEFAULT_PATH, LEGACY_PATHS, default_path, load, load_config
@@ -258,12 +259,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from nmbalance.report.watch import watch
 
         return watch(lambda: gather(config), sys.stdout)
-    status = gather(config)
-    if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
-    else:
-        sys.stdout.write(render(status))
-    return 0
+    return _show(gather(config), args.json, render)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -291,10 +287,16 @@ def cmd_connections(args: argparse.Namespace) -> int:
     status = gather(config)
     marks = {u["name"]: u["mark"] for u in status["uplinks"] if u["mark"]}
     report = grouped(read_flows(), marks, config.kernel if config else KernelSettings())
-    if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
+    return _show(report, args.json, render)
+
+
+def _show(document: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], str]
+          ) -> int:
+    """A report as JSON, or as its text for people."""
+    if as_json:
+        print(json.dumps(document, indent=2, sort_keys=True))
     else:
-        sys.stdout.write(render(report))
+        sys.stdout.write(render(document))
     return 0
 
 

@@ -101,25 +101,19 @@ def families(view: MetricsView) -> Iterator[Any]:
     yield per_uplink(CounterMetricFamily(
         "nmbalance_uplink_probe_rounds", "Probe rounds sent through it", labels=label),
         lambda n, _: float(view.probe_rounds.get(n, 0)))
-    applies = CounterMetricFamily("nmbalance_applies", "Changes applied to the kernel")
-    applies.add_metric([], view.applies)
-    yield applies
-    seconds = CounterMetricFamily("nmbalance_apply_seconds",
-                                  "Time the kernel took for them, summed")
-    seconds.add_metric([], view.apply_seconds)
-    yield seconds
-    repairs = CounterMetricFamily("nmbalance_drift_repairs",
-                                  "Repairs of what another program changed of ours")
-    repairs.add_metric([], view.repairs)
-    yield repairs
-    raced = CounterMetricFamily("nmbalance_destinations_raced",
-                                "fastest-response: new destinations raced over the uplinks")
-    raced.add_metric([], view.raced)
-    yield raced
-    learned = CounterMetricFamily("nmbalance_destinations_learned",
-                                  "fastest-response: destinations learned")
-    learned.add_metric([], view.learned)
-    yield learned
+    for name, help_text, value in (
+            ("nmbalance_applies", "Changes applied to the kernel", view.applies),
+            ("nmbalance_apply_seconds", "Time the kernel took for them, summed",
+             view.apply_seconds),
+            ("nmbalance_drift_repairs", "Repairs of what another program changed of ours",
+             view.repairs),
+            ("nmbalance_destinations_raced",
+             "fastest-response: new destinations raced over the uplinks", view.raced),
+            ("nmbalance_destinations_learned", "fastest-response: destinations learned",
+             view.learned)):
+        total = CounterMetricFamily(name, help_text)
+        total.add_metric([], value)
+        yield total
 
 
 class ViewCollector(Collector):  # type: ignore[misc]

@@ -50,7 +50,7 @@ def test_overflow_spills_to_the_next_uplink_and_comes_back(lab: Lab, start: Star
             assert wait_for(lambda: set(lab.connections(30)) == {2}, 5)
             status = lab.nmbalance("status").stdout
             assert "choice of mode: ISP2 takes new connections (ISP1" in status, status
-            assert re.search(r"load \d+\.\d Mbit/s down", status), status
+            assert re.search(r"^ISP1 .* \d+\.\d down \d+\.\d up$", status, re.M), status
         finally:
             bulk.terminate()
             bulk.wait()

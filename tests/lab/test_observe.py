@@ -353,3 +353,12 @@ def test_status_watch_redraws_a_change_within_two_seconds(
     assert all(re.match(r"\d\d:\d\d:\d\d ISP\d ", line) for line in first), first
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=10) == 0
+
+
+def test_apply_with_no_usable_uplink_says_so(router: Lab, write_config: Any) -> None:
+    path = write_config('snippets_dir = ""\n[[uplink]]\nname = "A"\ninterface = "nothere0"\n'
+                        '[[uplink]]\nname = "B"\ninterface = "nothere1"\n', "none.toml")
+    result = router.nmbalance("apply", "-c", path)
+    assert result.returncode == 1, result
+    assert "A: absent" in result.stdout
+    assert "no uplink can take traffic" in result.stderr

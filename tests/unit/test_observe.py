@@ -240,3 +240,19 @@ def test_config_errors_say_in_words_what_a_value_should_be() -> None:
     with pytest.raises(Exception) as caught:
         load_config_text('mode = "balance"\n[[uplink]]\nname = "a"\ninterface = "e"\n', "x.toml")
     assert "'balanced' for weighted, 'failover' for priority" in str(caught.value)
+
+
+def test_check_warns_of_twice_named_rules_and_missing_interfaces(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "n.toml"
+    path.write_text('[[uplink]]\nname = "A"\ninterface = "nmbnone0"\nprobe = ["192.0.2.1"]\n'
+                    '[[lan]]\nname = "L"\ninterface = "nmbnone1:0"\n'
+                    + '[[rule]]\nname = "r"\nmethod = "weighted"\nuplinks = ["A"]\n' * 2)
+    assert cli.main(["check", "-c", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "(1 uplink, 1 LAN, 2 rules, mode weighted)" in out
+    assert "rule name 'r' is used twice" in err
+    assert "uplink A: interface nmbnone0 does not exist here (now)" in err
+    assert "LAN L: interface nmbnone1 does not exist here" in err
+    assert cli.main(["check", "-q", "-c", str(path)]) == 0
+    assert capsys.readouterr().err == ""
