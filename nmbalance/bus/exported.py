@@ -96,7 +96,7 @@ def uplink_values(config: Config, plan: Plan | None, facts: Facts | None,
             state = "degraded"
         reason = up.reason if up and up.reason else (
             tracker.reason if tracker and health != "up" else "")
-        if u.name in disabled:
+        if u.name in disabled and state == UplinkStatus.LEFT_OUT.value:
             reason = "left out by request (nmbalance disable; enable takes it back)"
         load = figures.loads.get(u.name)
         out[u.name] = {
