@@ -85,7 +85,7 @@ dpkg-query -W python3 python3-pydantic python3-pyroute2 python3-nftables python3
 mkdir -p /build/t
 cp -r /build/nmbalance-$VERSION/tests /build/nmbalance-$VERSION/docs /build/nmbalance-$VERSION/scripts \
       /build/nmbalance-$VERSION/examples \
-      /build/nmbalance-$VERSION/pyproject.toml /build/t/
+      /build/nmbalance-$VERSION/pyproject.toml /build/nmbalance-$VERSION/README.md /build/t/
 cd /build/t
 python3 -m pytest -q -p no:cacheprovider tests/unit
 python3 -c 'import nmbalance, sys; assert nmbalance.__file__.startswith("/usr/lib/python3/"), nmbalance.__file__'

@@ -252,7 +252,8 @@ def test_check_warns_of_twice_named_rules_and_missing_interfaces(
     out, err = capsys.readouterr()
     assert "(1 uplink, 1 LAN, 2 rules, mode weighted)" in out
     assert "rule name 'r' is used twice" in err
-    assert "uplink A: interface nmbnone0 does not exist here (now)" in err
-    assert "LAN L: interface nmbnone1 does not exist here" in err
+    if Path("/sys/class/net").is_dir():  # a chroot without /sys can't tell (and says nothing)
+        assert "uplink A: interface nmbnone0 does not exist here (now)" in err
+        assert "LAN L: interface nmbnone1 does not exist here" in err
     assert cli.main(["check", "-q", "-c", str(path)]) == 0
     assert capsys.readouterr().err == ""
