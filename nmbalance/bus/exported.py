@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
 from nmbalance.bus.compat import DBusError, MessageBus, NameFlag, RequestNameReply
@@ -89,6 +89,8 @@ def uplink_values(config: Config, plan: Plan | None, facts: Facts | None,
         f = facts.uplink(u.name) if facts is not None else None
         address = next((str(a.ip) for a in (f.addresses if f else ())
                         if isinstance(a, IPv4Interface) and not a.ip.is_link_local), "")
+        address6 = next((str(a.ip) for a in (f.addresses if f else ())
+                         if isinstance(a, IPv6Interface) and a.ip.is_global), "")
         loss = monitor.loss(u.name)  # the figure health judges by
         health = tracker.phase.value if tracker else ""
         state = up.status.value if up else ""
@@ -122,5 +124,8 @@ def uplink_values(config: Config, plan: Plan | None, facts: Facts | None,
             "Probing": list(figures.probing.get(u.name, [])),
             "LoadDownMbps": round(load.down_mbps, 2) if load else -1.0,
             "LoadUpMbps": round(load.up_mbps, 2) if load else -1.0,
+            "Address6": address6,
+            "Gateway6": str(f.gateway6) if f and f.gateway6 else "",
+            "GatewaySource6": f.gateway6_source.value if f and f.gateway6 else "",
         }
     return out

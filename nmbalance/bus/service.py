@@ -134,7 +134,8 @@ UPLINK_DEFAULTS: dict[str, Any] = {
     "Connection": "", "Gateway": "", "GatewaySource": "", "Address": "", "Weight": 0.0,
     "Share": 0.0, "MeasuredShare": -1.0, "NewConnections": 0, "Mark": 0, "Table": 0,
     "LatencyMs": -1.0, "LossPercent": -1.0, "Probing": [],
-    "LoadDownMbps": -1.0, "LoadUpMbps": -1.0,
+    "LoadDownMbps": -1.0, "LoadUpMbps": -1.0, "Address6": "", "Gateway6": "",
+    "GatewaySource6": "",
 }
 
 
@@ -227,6 +228,20 @@ class UplinkInterface(ServiceInterface):  # type: ignore[misc]
     @dbus_property(access=PropertyAccess.READ)
     def LossPercent(self) -> "d":
         return float(self._values["LossPercent"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Address6(self) -> "s":
+        """Its global IPv6 address ("": none)."""
+        return str(self._values["Address6"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Gateway6(self) -> "s":
+        """Its IPv6 default route's next hop (link-local as a rule: on Interface)."""
+        return str(self._values["Gateway6"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def GatewaySource6(self) -> "s":
+        return str(self._values["GatewaySource6"])
 
     @dbus_property(access=PropertyAccess.READ)
     def Probing(self) -> "as":

@@ -389,6 +389,9 @@ class Config(Strict):
     persistence_by: PersistenceKey = "source"
     persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
     race: bool = True  # fastest-response as the mode: see Rule.race
+    # "off": IPv6 is left exactly as the system routes it. The other modes (the
+    # IPv6 contract) are refused until they are built, never silently ignored.
+    ipv6: Literal["off", "nat66", "npt", "prefix"] = "off"
     uplink: Annotated[list[Uplink], Field(min_length=1), BeforeValidator(at_most(255))]
     lan: Annotated[list[Lan], BeforeValidator(at_most(256))] = []
     health: HealthSettings = HealthSettings()
@@ -468,6 +471,10 @@ def cross_check(config: Config) -> list[tuple[Loc, str]]:
             if method in methods:
                 problems += [(loc, f"method {method!r} " + why.format(name=name))
                              for name in members if name in uplinks and name not in having]
+    if config.ipv6 != "off":
+        problems.append((("ipv6",), f"ipv6 = {config.ipv6!r} is not available yet: nmbalance "
+                         "balances IPv4 only, and with ipv6 = \"off\" leaves IPv6 to the "
+                         "system's routes"))
     room = mark_capacity(config.kernel.mark_mask)
     if len(config.uplink) > room:
         problems.append(

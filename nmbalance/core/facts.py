@@ -38,6 +38,10 @@ class UplinkFacts:
     gateway_source: GatewaySource = GatewaySource.NONE
     gateway_reason: str = ""
     dns: tuple[AnyAddress, ...] = ()
+    # IPv6: the next hop of its default route (usually link-local: it is only
+    # meaningful with `interface`), and where that came from.
+    gateway6: AnyAddress | None = None
+    gateway6_source: GatewaySource = GatewaySource.NONE
     health: Health = Health.UP
     health_reason: str = ""
 

@@ -125,6 +125,13 @@ def checks(f: Findings, probe: Any, neighbour: Any) -> list[Check]:
                              f"{u.interface} has a smaller MTU; TCP MSS "
                              + ("is clamped" if clamped else "is not clamped"),
                              "" if clamped else "clamp_mss = \"auto\" in [firewall]"))
+    with6 = [f"{u.name} (via {g} on {u.interface})" for u in f.facts.uplinks
+             if (g := u.gateway6) is not None]
+    if with6 and config.ipv6 == "off":
+        out.append(Check("ipv6", WARN, f"{', '.join(with6)} "
+                         f"{'has' if len(with6) == 1 else 'have'} IPv6, which nmbalance leaves "
+                         "to the system's routes (ipv6 = \"off\"): IPv6 connections are "
+                         "neither balanced nor moved off a failed uplink"))
     out += [Check("rp_filter", WARN, w.split(": ", 1)[1], "") for w in f.rp_filter_warnings]
     if not f.rp_filter_warnings:
         out.append(Check("rp_filter", PASS, "no reverse-path filter drops balanced replies"))

@@ -50,6 +50,10 @@ def render(status: dict[str, Any]) -> str:
         lines.append(uplink_line(u))
         if u["reason"]:
             lines.append(f"{'':<12} {u['reason']}")
+        if u["address6"] or u["gateway6"]:
+            via = f" via {u['gateway6']} ({u['gateway_source6']})" if u["gateway6"] else ""
+            lines.append(f"{'':<12} IPv6 {u['address6'] or '(no global address)'}{via}: "
+                         "the system's routes, not balanced")
         if any(not t[:1].isdigit() for t in u["probing"]):
             lines.append(f"{'':<12} probing {', '.join(u['probing'])}")
     lines += [f"choice of {choice}" for choice in status["choices"]]

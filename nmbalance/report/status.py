@@ -76,6 +76,9 @@ def from_daemon(answer: dict[str, Any], kernel: KernelSettings, routing: dict[st
             "probing": list(u.get("Probing") or []),
             "mark": u.get("Mark") or None,
             "table": u.get("Table") or None,
+            "address6": _known(u.get("Address6", "")),
+            "gateway6": _known(u.get("Gateway6", "")),
+            "gateway_source6": _known(u.get("GatewaySource6", "")),
         })
     return _document("daemon", kernel, any(u["mark"] for u in uplinks),
                      mode=manager.get("Mode") or None, summary=manager.get("Summary", ""),
@@ -148,7 +151,8 @@ def _row(name: str, config: Config | None, **values: Any) -> dict[str, Any]:
         "weight": float(configured.weight) if configured else None, "share": 0.0,
         "measured_share": None, "new_connections": None, "latency_ms": None,
         "loss_percent": None, "load_down_mbps": None, "load_up_mbps": None, "probing": [],
-        "mark": None, "table": None}
+        "mark": None, "table": None, "address6": None, "gateway6": None,
+        "gateway_source6": None}
     if values.get("interface") is None:
         values.pop("interface", None)  # the configured one, while the kernel shows none
     row.update(values)

@@ -11,7 +11,14 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_interface, ip_network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv6Address,
+    IPv6Interface,
+    ip_interface,
+    ip_network,
+)
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -122,18 +129,34 @@ def read_routes(ipr: IPRoute, family: int = socket.AF_INET) -> list[KernelRoute]
     return routes
 
 
+def _default_via(link: KernelLink, routes: Iterable[KernelRoute], own_proto: int,
+                 version: int) -> str | None:
+    """The next hop of a default route of that family on `link` (never one of
+    ours): main table first, then the lowest metric."""
+    candidates = sorted(
+        (r for r in routes
+         if r.dst.prefixlen == 0 and r.dst.version == version and r.oif == link.index
+         and r.gateway and r.proto != own_proto and r.kind == RTN_UNICAST),
+        key=lambda r: (r.table != MAIN_TABLE, r.metric, r.table),
+    )
+    return candidates[0].gateway if candidates else None
+
+
+def find_gateway6(link: KernelLink, routes: Iterable[KernelRoute], own_proto: int
+                  ) -> IPv6Address | None:
+    """An IPv6 default route's next hop on `link`: from a router advertisement, DHCPv6
+    or a static route; link-local as a rule, so it names a router only with `link`."""
+    via = _default_via(link, routes, own_proto, 6)
+    return IPv6Address(via) if via else None
+
+
 def find_gateway(
     link: KernelLink, routes: Iterable[KernelRoute], own_proto: int
 ) -> tuple[IPv4Address | None, str]:
     """The next hop of a default route on `link`; main table first, then lowest metric."""
-    candidates = sorted(
-        (r for r in routes
-         if r.dst.prefixlen == 0 and r.oif == link.index and r.gateway
-         and r.proto != own_proto and r.kind == RTN_UNICAST),
-        key=lambda r: (r.table != MAIN_TABLE, r.metric, r.table),
-    )
-    if candidates:
-        return IPv4Address(candidates[0].gateway), ""
+    via = _default_via(link, routes, own_proto, 4)
+    if via:
+        return IPv4Address(via), ""
     return None, (
         f"no default route via {link.name} in any table; set gateway = \"ADDRESS\" "
         "or let NetworkManager/networkd configure the interface"
@@ -142,8 +165,8 @@ def find_gateway(
 
 def snapshot(ipr: IPRoute, config: Config, interfaces: Mapping[str, str] | None = None) -> Facts:
     """`interfaces`: uplink name -> interface, for uplinks named by connection."""
-    return facts_from(config, read_links(ipr), read_addresses(ipr), read_routes(ipr),
-                      interfaces or {})
+    return facts_from(config, read_links(ipr), read_addresses(ipr),
+                      read_routes(ipr) + read_routes(ipr, socket.AF_INET6), interfaces or {})
 
 
 def facts_from(
@@ -165,6 +188,7 @@ def facts_from(
             uplinks.append(UplinkFacts(name=u.name, interface=iface, gateway_reason=why))
             continue
         gateway, reason = (None, "") if link.point_to_point else find_gateway(link, routes, own)
+        gateway6 = find_gateway6(link, routes, own)
         uplinks.append(UplinkFacts(
             name=u.name,
             interface=link.name,
@@ -179,6 +203,8 @@ def facts_from(
             gateway_source=GatewaySource.KERNEL if gateway else GatewaySource.NONE,
             gateway_reason=reason,
             dns=tuple(u.dns),
+            gateway6=gateway6,
+            gateway6_source=GatewaySource.KERNEL if gateway6 else GatewaySource.NONE,
         ))
     lans = []
     for lan in config.lan:
@@ -193,7 +219,7 @@ def facts_from(
     ]
     defaults = sorted((r.metric, links[r.oif].name) for r in routes
                       if r.table == MAIN_TABLE and r.dst.prefixlen == 0 and r.proto != own
-                      and r.kind == RTN_UNICAST and r.oif in links)
+                      and r.kind == RTN_UNICAST and r.oif in links and r.dst.version == 4)
     return Facts(uplinks=tuple(uplinks), lans=tuple(lans), bypass=tuple(connected + main_specific),
                  links=frozenset(by_name),
                  main_default=defaults[0][1] if defaults else None)

@@ -362,3 +362,25 @@ def test_apply_with_no_usable_uplink_says_so(router: Lab, write_config: Any) -> 
     assert result.returncode == 1, result
     assert "A: absent" in result.stdout
     assert "no uplink can take traffic" in result.stderr
+
+
+def test_ipv6_facts_are_shown_and_ipv6_left_alone_is_said(lab: Lab, bus: Bus,
+                                                          start: Start) -> None:
+    """Last in this module: it gives the lab's ISP2 IPv6 for good."""
+    lab.add_ipv6(via=2)
+    # ISP1's router announces itself link-local, as most do.
+    lab.ip(lab.rtr, "-6", "route", "add", "default", "via", "fe80::1", "dev", "wan1",
+           "metric", "2048")
+    start()
+    path = lab.write(lab.config(health=FAST), "status.toml")
+    found = rows(status(lab, "-c", path))
+    assert (found["ISP2"]["address6"], found["ISP2"]["gateway6"],
+            found["ISP2"]["gateway_source6"]) == ("2001:db8:102::2", "2001:db8:102::1", "kernel")
+    assert found["ISP1"]["address6"] is None and found["ISP1"]["gateway6"] == "fe80::1"
+    assert found["ISP3"]["gateway6"] is None
+    text = lab.nmbalance("status", "-c", path).stdout
+    assert "IPv6 2001:db8:102::2 via 2001:db8:102::1 (kernel): the system's routes" in text
+    code, checks = doctor(lab, path)
+    assert code == 0 and checks["ipv6"]["verdict"] == "warn", checks["ipv6"]
+    assert "ISP1 (via fe80::1 on wan1), ISP2 (via 2001:db8:102::1 on wan2) have IPv6" in \
+        checks["ipv6"]["why"]

@@ -1,0 +1,50 @@
+"""Facts from netlink data: each family's gateway from its own default routes."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
+
+import pytest
+
+from nmbalance.config import load_config_text
+from nmbalance.core.facts import GatewaySource
+from nmbalance.sources.kernel_facts import KernelAddress, KernelLink, KernelRoute, facts_from
+
+CONFIG = '[[uplink]]\nname = "A"\ninterface = "wan1"\n[[uplink]]\nname = "B"\ninterface = "wan2"\n'
+
+
+def route(dst: str, gateway: str | None, oif: int, metric: int = 100, proto: int = 9,
+          table: int = 254) -> KernelRoute:
+    return KernelRoute(table, ip_network(dst), gateway, oif, proto, 1, metric)
+
+
+def test_ipv6_gateways_come_from_each_interfaces_own_default_route() -> None:
+    config = load_config_text(CONFIG, "t.toml")
+    links = {1: KernelLink(1, "wan1", 0x10001, 1), 2: KernelLink(2, "wan2", 0x10001, 1)}
+    addresses = {1: [KernelAddress(ip_interface("10.101.0.2/24")),
+                     KernelAddress(ip_interface("2001:db8:101::2/64")),
+                     KernelAddress(ip_interface("fe80::2/64"))],
+                 2: [KernelAddress(ip_interface("10.102.0.2/24"))]}
+    routes = [route("0.0.0.0/0", "10.101.0.1", 1, proto=16),
+              route("0.0.0.0/0", "10.102.0.1", 2, proto=16),
+              # Both ISPs announce fe80::1: each is only meaningful with its interface.
+              route("::/0", "fe80::1", 1), route("::/0", "fe80::1", 2, metric=1024),
+              route("::/0", "fe80::99", 2, metric=50, proto=211)]  # ours: never a fact
+    facts = facts_from(config, links, addresses, routes)
+    a, b = facts.uplink("A"), facts.uplink("B")
+    assert a.gateway == IPv4Address("10.101.0.1") and a.gateway6 == IPv6Address("fe80::1")
+    assert a.gateway6_source is GatewaySource.KERNEL
+    assert b.gateway6 == IPv6Address("fe80::1") and b.interface == "wan2"
+    # The IPv4 default route decides which uplink the kernel prefers for unbound sockets.
+    assert facts.main_default == "wan1"
+    only4 = facts_from(config, links, addresses, routes[:2])
+    assert only4.uplink("A").gateway6 is None
+    assert only4.uplink("A").gateway6_source is GatewaySource.NONE
+
+
+@pytest.mark.parametrize("mode", ["nat66", "npt", "prefix"])
+def test_ipv6_modes_not_built_are_refused_not_ignored(mode: str) -> None:
+    with pytest.raises(Exception) as caught:
+        load_config_text(f'ipv6 = "{mode}"\n' + CONFIG, "t.toml")
+    assert "t.toml:1: ipv6:" in str(caught.value) and "not available yet" in str(caught.value)
+    assert load_config_text('ipv6 = "off"\n' + CONFIG, "t.toml").ipv6 == "off"
