@@ -90,7 +90,7 @@ def uplink_values(config: Config, plan: Plan | None, facts: Facts | None,
         address = next((str(a.ip) for a in (f.addresses if f else ())
                         if isinstance(a, IPv4Interface) and not a.ip.is_link_local), "")
         address6 = next((str(a.ip) for a in (f.addresses if f else ())
-                         if isinstance(a, IPv6Interface) and a.ip.is_global), "")
+                         if isinstance(a, IPv6Interface) and not a.ip.is_link_local), "")
         loss = monitor.loss(u.name)  # the figure health judges by
         health = tracker.phase.value if tracker else ""
         state = up.status.value if up else ""

@@ -231,7 +231,7 @@ class UplinkInterface(ServiceInterface):  # type: ignore[misc]
 
     @dbus_property(access=PropertyAccess.READ)
     def Address6(self) -> "s":
-        """Its global IPv6 address ("": none)."""
+        """An IPv6 address of its interface, not link-local ("": none)."""
         return str(self._values["Address6"])
 
     @dbus_property(access=PropertyAccess.READ)
