@@ -259,7 +259,8 @@ class MetricsSettings(Strict):
     listen: Annotated[str, BeforeValidator(_listen)] | None = None
     # Write them for node_exporter's textfile collector; unset: not written.
     textfile: FilePath | None = None
-    textfile_interval: Annotated[float, Field(ge=1, le=3600)] = 15.0
+    # The daemon samples every 5 s: writing more often would repeat the same figures.
+    textfile_interval: Annotated[float, Field(ge=5, le=3600)] = 15.0
 
 
 class Rule(Strict):

@@ -579,7 +579,7 @@ def _changed(report: ApplyReport) -> str:
 
 
 SAMPLE_INTERVAL = 0.5  # seconds between load samples of the adaptive methods
-STATS_INTERVAL = 2.0  # seconds between samples of the new-connection counters
+STATS_INTERVAL = 5.0  # seconds between samples of the new-connection counters (and metrics)
 
 
 def _group_label(gid: str) -> str:

@@ -84,7 +84,7 @@ def test_status_has_one_schema_from_the_daemon_and_from_the_kernel(
         docs.append(status(lab, "-c", path))
         return all(u["measured_share"] is not None for u in docs[-1]["uplinks"])
 
-    assert wait_for(measured, timeout=10, interval=0.5), docs[-1]
+    assert wait_for(measured, timeout=20, interval=0.5), docs[-1]
     live = docs[-1]
     assert live["source"] == "daemon" and live["mode"] == "weighted"
     by_name = rows(live)
@@ -238,10 +238,10 @@ def test_metrics_parse_and_agree_with_status(lab: Lab, bus: Bus, start: Start) -
     port = 9617
     textfile = lab.workdir / "nmbalance.prom"
     start(top="", extra=f'[metrics]\nlisten = "127.0.0.1:{port}"\ntextfile = "{textfile}"\n'
-                        "textfile_interval = 1\n")
+                        "textfile_interval = 5\n")
     path = lab.write(lab.config(health=FAST), "status.toml")
     lab.connections(60)
-    time.sleep(2.5)  # a counter sample
+    time.sleep(6)  # a counter sample after the traffic (the daemon samples every 5 s)
     result = lab.nmbalance("metrics")
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("# EOF\n")
@@ -269,7 +269,7 @@ def test_metrics_parse_and_agree_with_status(lab: Lab, bus: Bus, start: Start) -
             for f in prometheus_text(served) for s in f.samples}
         assert parsed[("nmbalance_uplink_weight", (("uplink", "ISP2"),))] == 3.0
     # node_exporter's textfile collector reads the Prometheus text format.
-    assert wait_for(textfile.exists, timeout=5)
+    assert wait_for(lambda: textfile.exists() and "ISP2" in textfile.read_text(), timeout=15)
     assert oct(textfile.stat().st_mode & 0o777) == "0o644"
     from_file = {(s.name, tuple(sorted(s.labels.items()))): s.value
                  for f in prometheus_text(textfile.read_text()) for s in f.samples}
