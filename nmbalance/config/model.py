@@ -27,6 +27,7 @@ from pydantic import (
 
 from nmbalance.config.values import (
     DnsServer,
+    Gateway6Address,
     GatewayAddress,
     LanHost,
     Prefix,
@@ -143,6 +144,9 @@ class Uplink(Strict):
     # while no uplink of positive weight is.
     weight: Annotated[int | float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] = 1
     gateway: Literal["auto"] | GatewayAddress = "auto"
+    # IPv6's next hop, shown in status (link-local allowed: paired with the interface);
+    # "auto": from the uplink's IPv6 default route.
+    gateway6: Literal["auto"] | Gateway6Address = "auto"
     probe: Annotated[list[ProbeTarget], BeforeValidator(at_most(16))] = []
     dns: Annotated[list[DnsServer], BeforeValidator(at_most(16))] = []
     masquerade: bool = True

@@ -61,6 +61,14 @@ def usable_ipv4(value: object, what: str = "an address") -> IPv4Address:
     return ipv4_only(usable_address(value, what), what)
 
 
+def usable_ipv6(value: object, what: str = "an address") -> IPv6Address:
+    """An IPv6 unicast address; link-local too (an uplink's interface is its scope)."""
+    addr = usable_address(value, what)
+    if not isinstance(addr, IPv6Address):
+        raise ValueError(f"{what} {addr} is IPv4: `gateway` is the IPv4 one")
+    return addr
+
+
 def network(value: object, what: str = "a prefix") -> AnyNetwork:
     """A prefix without host bits set ("192.0.2.1/24" is almost always a typo)."""
     if isinstance(value, IPv4Network | IPv6Network):
@@ -115,6 +123,7 @@ def probe_target(value: object, what: str = "probe target") -> IPv4Address | str
 
 # Field types: pydantic runs the check first, then holds the parsed value.
 GatewayAddress = Annotated[IPv4Address, _checked(usable_ipv4, "gateway")]
+Gateway6Address = Annotated[IPv6Address, _checked(usable_ipv6, "gateway6")]
 ProbeTarget = Annotated[IPv4Address | str, _checked(probe_target, "probe target")]
 DnsServer = Annotated[IPv4Address, _checked(usable_ipv4, "DNS server")]
 LanHost = Annotated[IPv4Address, _checked(usable_ipv4, "LAN host")]

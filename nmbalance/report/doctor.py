@@ -17,7 +17,7 @@ from typing import Any
 
 from nmbalance.config.model import Config
 from nmbalance.core.decide import MSS_CLAMP_DEVICES
-from nmbalance.core.facts import Facts
+from nmbalance.core.facts import Facts, GatewaySource
 from nmbalance.core.plan import Plan, UplinkStatus
 from nmbalance.dataplane.nft import TableState
 from nmbalance.report.connections import Flow
@@ -125,8 +125,9 @@ def checks(f: Findings, probe: Any, neighbour: Any) -> list[Check]:
                              f"{u.interface} has a smaller MTU; TCP MSS "
                              + ("is clamped" if clamped else "is not clamped"),
                              "" if clamped else "clamp_mss = \"auto\" in [firewall]"))
-    with6 = [f"{u.name} (via {g} on {u.interface})" for u in f.facts.uplinks
-             if (g := u.gateway6) is not None]
+    # Uplinks the system routes IPv6 through now: an IPv6 default route on them.
+    with6 = [f"{u.name} (via {u.gateway6} on {u.interface})" for u in f.facts.uplinks
+             if u.gateway6 is not None and u.gateway6_source is GatewaySource.KERNEL]
     if with6 and config.ipv6 == "off":
         out.append(Check("ipv6", WARN, f"{', '.join(with6)} "
                          f"{'has' if len(with6) == 1 else 'have'} IPv6, which nmbalance leaves "

@@ -188,7 +188,8 @@ def facts_from(
             uplinks.append(UplinkFacts(name=u.name, interface=iface, gateway_reason=why))
             continue
         gateway, reason = (None, "") if link.point_to_point else find_gateway(link, routes, own)
-        gateway6 = find_gateway6(link, routes, own)
+        static6 = u.gateway6 if isinstance(u.gateway6, IPv6Address) else None
+        gateway6 = static6 or find_gateway6(link, routes, own)
         uplinks.append(UplinkFacts(
             name=u.name,
             interface=link.name,
@@ -204,7 +205,8 @@ def facts_from(
             gateway_reason=reason,
             dns=tuple(u.dns),
             gateway6=gateway6,
-            gateway6_source=GatewaySource.KERNEL if gateway6 else GatewaySource.NONE,
+            gateway6_source=GatewaySource.STATIC if static6 else (
+                GatewaySource.KERNEL if gateway6 else GatewaySource.NONE),
         ))
     lans = []
     for lan in config.lan:

@@ -371,13 +371,15 @@ def test_ipv6_facts_are_shown_and_ipv6_left_alone_is_said(lab: Lab, bus: Bus,
     # ISP1's router announces itself link-local, as most do.
     lab.ip(lab.rtr, "-6", "route", "add", "default", "via", "fe80::1", "dev", "wan1",
            "metric", "2048")
-    start()
-    path = lab.write(lab.config(health=FAST), "status.toml")
+    text = lab.config(health=FAST).replace('interface = "wan3"\n',
+                                           'interface = "wan3"\ngateway6 = "fe80::3"\n')
+    start(text=text)
+    path = lab.write(text, "status.toml")
     found = rows(status(lab, "-c", path))
+    assert (found["ISP3"]["gateway6"], found["ISP3"]["gateway_source6"]) == ("fe80::3", "static")
     assert (found["ISP2"]["address6"], found["ISP2"]["gateway6"],
             found["ISP2"]["gateway_source6"]) == ("2001:db8:102::2", "2001:db8:102::1", "kernel")
     assert found["ISP1"]["address6"] is None and found["ISP1"]["gateway6"] == "fe80::1"
-    assert found["ISP3"]["gateway6"] is None
     text = lab.nmbalance("status", "-c", path).stdout
     assert "IPv6 2001:db8:102::2 via 2001:db8:102::1 (kernel): the system's routes" in text
     code, checks = doctor(lab, path)

@@ -48,3 +48,17 @@ def test_ipv6_modes_not_built_are_refused_not_ignored(mode: str) -> None:
         load_config_text(f'ipv6 = "{mode}"\n' + CONFIG, "t.toml")
     assert "t.toml:1: ipv6:" in str(caught.value) and "not available yet" in str(caught.value)
     assert load_config_text('ipv6 = "off"\n' + CONFIG, "t.toml").ipv6 == "off"
+
+
+def test_a_static_gateway6_is_shown_as_static_and_scope_ids_are_refused() -> None:
+    config = load_config_text(CONFIG.replace('interface = "wan2"\n',
+                                             'interface = "wan2"\ngateway6 = "fe80::9"\n'), "t")
+    links = {1: KernelLink(1, "wan1", 0x10001, 1), 2: KernelLink(2, "wan2", 0x10001, 1)}
+    facts = facts_from(config, links, {}, [route("::/0", "fe80::1", 2)])
+    b = facts.uplink("B")
+    assert b.gateway6 == IPv6Address("fe80::9") and b.gateway6_source is GatewaySource.STATIC
+    for bad, why in (('"fe80::1%wan2"', "scope id"), ('"10.0.0.1"', "is IPv4"),
+                     ('"ff02::1"', "not a unicast address")):
+        with pytest.raises(Exception) as caught:
+            load_config_text(CONFIG + f"gateway6 = {bad}\n", "t.toml")
+        assert "uplink[1].gateway6" in str(caught.value) and why in str(caught.value), caught.value
