@@ -138,11 +138,17 @@ class _ManagerProcess:
                                + (self.dir / "log").read_text()[-3000:])
 
 
+def static6(n: int) -> tuple[str, str]:
+    """Uplink n's static IPv6 address and gateway, as a manager is told them."""
+    return f"2001:db8:10{n}::2", f"2001:db8:10{n}::1"
+
+
 # --- NetworkManager ------------------------------------------------------------------------
 class NetworkManager(_ManagerProcess):
     what = "NetworkManager"
     def __init__(self, lab: Lab, bus: Bus, uplinks: tuple[int, ...] = (1, 2),
-                 never_default: tuple[int, ...] = ()) -> None:
+                 never_default: tuple[int, ...] = (), ipv6: tuple[int, ...] = ()) -> None:
+        """`ipv6`: uplinks given a static IPv6 address and gateway (static6)."""
         self.lab, self.bus = lab, bus
         self.dir = d = _dir(lab.workdir / "nm")
         for sub in ("run", "lib", "conf.d", "system-conf.d", "dispatcher.d", "bin"):
@@ -164,7 +170,8 @@ class NetworkManager(_ManagerProcess):
                 f"type=ethernet\ninterface-name=wan{n}\nautoconnect=true\n"
                 f"[ipv4]\nmethod=auto\nroute-metric={100 + n}\ndhcp-send-hostname=false\n"
                 f"{'never-default=true' + chr(10) if n in never_default else ''}"
-                "[ipv6]\nmethod=disabled\n")
+                + ("[ipv6]\nmethod=manual\naddress1={}/64,{}\n".format(*static6(n))
+                   if n in ipv6 else "[ipv6]\nmethod=disabled\n"))
             keyfile.chmod(0o600)
         # nm-dispatcher is started by the bus: give it the lab's dispatcher.d and
         # an `nmbalance` on PATH, in a mount view of its own.
@@ -199,7 +206,9 @@ class Networkd(_ManagerProcess):
     what = "networkd"
     env = dict(os.environ, SYSTEMD_LOG_LEVEL="debug")
 
-    def __init__(self, lab: Lab, bus: Bus, uplinks: tuple[int, ...] = (1, 2)) -> None:
+    def __init__(self, lab: Lab, bus: Bus, uplinks: tuple[int, ...] = (1, 2),
+                 ipv6: tuple[int, ...] = ()) -> None:
+        """`ipv6`: uplinks given a static IPv6 address and gateway (static6)."""
         self.lab, self.bus = lab, bus
         self.dir = d = _dir(lab.workdir / "networkd")
         network = _dir(d / "network")
@@ -207,7 +216,9 @@ class Networkd(_ManagerProcess):
         for n in uplinks:
             (network / f"wan{n}.network").write_text(
                 f"[Match]\nName=wan{n}\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\n"
-                "IPv6AcceptRA=no\n[DHCPv4]\nSendHostname=no\nUseHostname=no\nUseDNS=no\n"
+                "IPv6AcceptRA=no\n"
+                + ("Address={}/64\nGateway={}\n".format(*static6(n)) if n in ipv6 else "")
+                + "[DHCPv4]\nSendHostname=no\nUseHostname=no\nUseDNS=no\n"
                 f"RouteMetric={100 + n}\n")
         (d / "networkd.conf").write_text(
             "[Network]\nManageForeignRoutingPolicyRules=no\nManageForeignRoutes=no\n")

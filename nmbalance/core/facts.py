@@ -83,5 +83,6 @@ class ManagedLink:
     gateway: AnyAddress | None = None
     gateway_source: GatewaySource = GatewaySource.NONE
     dns: tuple[AnyAddress, ...] = ()
+    gateway6: AnyAddress | None = None  # its IPv6 next hop (on `interface`)
     connection_id: str | None = None
     connection_uuid: str | None = None

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from nmbalance.config.model import Config
-from nmbalance.core.facts import Facts, ManagedLink
+from nmbalance.core.facts import Facts, GatewaySource, ManagedLink
 
 
 def resolve_interfaces(config: Config, managed: Mapping[str, ManagedLink]) -> dict[str, str]:
@@ -50,5 +50,8 @@ def with_managed(config: Config, facts: Facts, managed: Mapping[str, ManagedLink
                                               f"{link.interface} ({link.state})")
             if link.dns and f.name not in dns_configured:
                 f = replace(f, dns=link.dns)
+            if (link.gateway6 is not None and link.gateway6.version == 6
+                    and f.gateway6_source is not GatewaySource.STATIC):
+                f = replace(f, gateway6=link.gateway6, gateway6_source=link.manager)
         uplinks.append(f)
     return replace(facts, uplinks=tuple(uplinks))

@@ -30,13 +30,14 @@ MANAGER = f"{NAME}.Manager"
 LEASES = Path("/run/systemd/netif/leases")
 
 
-def default_gateway(description: dict[str, Any]) -> AnyAddress | None:
-    """The IPv4 default route's gateway networkd configured, main table first."""
+def default_gateway(description: dict[str, Any], family: int = 2) -> AnyAddress | None:
+    """The default route's gateway networkd configured (family 2: IPv4, 10: IPv6),
+    main table first."""
     def number(value: Any) -> int:
         return value if isinstance(value, int) and not isinstance(value, bool) else 1 << 32
 
     routes = [r for r in validate.items(description.get("Routes"), "networkd routes")
-              if isinstance(r, dict) and r.get("Family") == 2
+              if isinstance(r, dict) and r.get("Family") == family
               and r.get("DestinationPrefixLength") == 0 and r.get("Gateway")]
     routes.sort(key=lambda r: (r.get("Table") != MAIN_TABLE, number(r.get("Priority"))))
     for route in routes:
@@ -109,6 +110,7 @@ class NetworkdSource:
             gateway=gateway,
             gateway_source=source if gateway is not None else GatewaySource.NONE,
             dns=dns_servers(description),
+            gateway6=default_gateway(description, 10),
         )
 
     def _lease_router(self, index: int) -> AnyAddress | None:

@@ -26,6 +26,7 @@ NAME = "org.freedesktop.NetworkManager"
 PATH = "/org/freedesktop/NetworkManager"
 DEVICE = f"{NAME}.Device"
 IP4CONFIG = f"{NAME}.IP4Config"
+IP6CONFIG = f"{NAME}.IP6Config"
 DHCP4CONFIG = f"{NAME}.DHCP4Config"
 ACTIVE = f"{NAME}.Connection.Active"
 # NMDeviceState; unknown values are shown by number rather than refused.
@@ -40,10 +41,11 @@ SIGNALS = frozenset({"StateChanged", "DeviceAdded", "DeviceRemoved", "Interfaces
 # The properties whose change we re-read for, by interface.
 RELEVANT = {
     NAME: frozenset({"Devices", "ActiveConnections"}),
-    DEVICE: frozenset({"State", "Ip4Config", "Dhcp4Config", "ActiveConnection", "IpInterface",
-                       "Interface"}),
+    DEVICE: frozenset({"State", "Ip4Config", "Dhcp4Config", "Ip6Config", "ActiveConnection",
+                       "IpInterface", "Interface"}),
     f"{DEVICE}.Wired": frozenset({"Carrier"}),
     IP4CONFIG: frozenset({"Gateway", "AddressData", "NameserverData", "RouteData"}),
+    IP6CONFIG: frozenset({"Gateway"}),
     DHCP4CONFIG: frozenset({"Options"}),
     ACTIVE: frozenset({"State", "Ip4Config", "Dhcp4Config", "Devices"}),
 }
@@ -127,6 +129,7 @@ class NetworkManagerSource:
         ip4 = await self._props(_object(dev.get("Ip4Config")), IP4CONFIG)
         dhcp = await self._props(_object(dev.get("Dhcp4Config")), DHCP4CONFIG)
         active = await self._props(_object(dev.get("ActiveConnection")), ACTIVE)
+        ip6 = await self._props(_object(dev.get("Ip6Config")), IP6CONFIG)
         gateway = validate.address(ip4.get("Gateway"), "gateway")
         source = GatewaySource.NETWORKMANAGER
         if gateway is None:
@@ -139,6 +142,7 @@ class NetworkManagerSource:
             gateway=gateway,
             gateway_source=source if gateway is not None else GatewaySource.NONE,
             dns=nameservers(ip4),
+            gateway6=validate.address(ip6.get("Gateway"), "IPv6 gateway"),
             connection_id=validate.text(active.get("Id")),
             connection_uuid=validate.text(active.get("Uuid"), 64),
         )

@@ -18,7 +18,7 @@ from tests.integration.watch import SignalWatch
 @pytest.fixture(scope="module")
 def networkd() -> Iterator[Networkd]:
     with Lab(isps=2, dhcp=True) as lab:
-        nd = Networkd(lab, Bus(lab))
+        nd = Networkd(lab, Bus(lab), ipv6=(1,))
         nd.wait_configured(1, 2)
         yield nd
 
@@ -50,6 +50,11 @@ def test_gateways_come_from_networkd(ndlab: tuple[Lab, Bus], daemon: DaemonProce
     for n in (1, 2):
         u = uplinks(lab)[f"ISP{n}"]
         assert u["gateway"] == f"10.10{n}.0.1" and u["gateway_source"] == "networkd", u
+    # IPv6 from DescribeLink's routes of family 10, shown beside IPv4.
+    assert wait_for(lambda: uplinks(lab)["ISP1"]["gateway_source6"] == "networkd", 10), \
+        uplinks(lab)["ISP1"]
+    assert uplinks(lab)["ISP1"]["gateway6"] == "2001:db8:101::1"
+    assert uplinks(lab)["ISP2"]["gateway6"] is None
     tally = lab.connections(300)
     assert tally.get(1, 0) > 0 and tally.get(2, 0) > 0 and sum(tally.values()) == 300
 

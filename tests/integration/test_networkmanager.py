@@ -44,7 +44,7 @@ class NMLab:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.bus = Bus(lab)
-        self.nm = NetworkManager(lab, self.bus, never_default=(2,))
+        self.nm = NetworkManager(lab, self.bus, never_default=(2,), ipv6=(1,))
         self.nm.wait_activated(1)
         self.config = lab.write(CONFIG)
 
@@ -95,6 +95,10 @@ def test_gateways_come_from_networkmanager(nmlab: NMLab, daemon: DaemonProcess) 
     assert uplinks["ISP2"]["gateway"] == "10.102.0.1"
     assert uplinks["ISP2"]["gateway_source"] == "dhcp"
     assert uplinks["ISP2"]["interface"] == "wan2" and uplinks["ISP2"]["connection"] == "ISP2-dhcp"
+    # IPv6 from NetworkManager's IP6Config, shown beside IPv4 (left to the system's routes).
+    assert (uplinks["ISP1"]["gateway6"], uplinks["ISP1"]["gateway_source6"],
+            uplinks["ISP1"]["address6"]) == ("2001:db8:101::1", "networkmanager", "2001:db8:101::2")
+    assert uplinks["ISP2"]["gateway6"] is None
     assert "default via 10.102.0.1 dev wan2 proto 211" in table(lab, 7702)
     tally = lab.connections(300)
     assert tally.get(1, 0) > 0 and tally.get(2, 0) > 0 and sum(tally.values()) == 300
@@ -203,7 +207,7 @@ def test_a_bus_restart_keeps_what_networkmanager_said(nmlab: NMLab, daemon: Daem
     assert tally.get(1, 0) > 0 and tally.get(2, 0) > 0 and sum(tally.values()) == 200, tally
     nmlab.bus = Bus(lab)
     daemon.wait_for("connected to the system bus again", after=mark)
-    nmlab.nm = NetworkManager(lab, nmlab.bus, never_default=(2,))
+    nmlab.nm = NetworkManager(lab, nmlab.bus, never_default=(2,), ipv6=(1,))
     nmlab.nm.wait_activated(1)
     daemon.wait_for("networkmanager joined the bus", after=mark, timeout=20)
     assert "default via 10.102.0.1 dev wan2 proto 211" in table(lab, 7702)

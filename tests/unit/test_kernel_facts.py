@@ -62,3 +62,26 @@ def test_a_static_gateway6_is_shown_as_static_and_scope_ids_are_refused() -> Non
         with pytest.raises(Exception) as caught:
             load_config_text(CONFIG + f"gateway6 = {bad}\n", "t.toml")
         assert "uplink[1].gateway6" in str(caught.value) and why in str(caught.value), caught.value
+
+
+def test_a_managers_ipv6_gateway_is_taken_unless_one_is_configured() -> None:
+    from nmbalance.core.facts import ManagedLink
+    from nmbalance.core.managed import with_managed
+    from nmbalance.sources.networkd import default_gateway
+
+    described = {"Routes": [
+        {"Family": 2, "DestinationPrefixLength": 0, "Gateway": [10, 101, 0, 1], "Table": 254},
+        {"Family": 10, "DestinationPrefixLength": 0, "Table": 254,
+         "Gateway": list(IPv6Address("fe80::1").packed)}]}
+    assert default_gateway(described) == IPv4Address("10.101.0.1")
+    assert default_gateway(described, 10) == IPv6Address("fe80::1")
+    config = load_config_text(CONFIG.replace('interface = "wan2"\n',
+                                             'interface = "wan2"\ngateway6 = "fe80::9"\n'), "t")
+    links = {1: KernelLink(1, "wan1", 0x10001, 1), 2: KernelLink(2, "wan2", 0x10001, 1)}
+    facts = facts_from(config, links, {}, [])
+    managed = {f"wan{n}": ManagedLink(f"wan{n}", GatewaySource.NETWORKD, "routable/configured",
+                                      gateway6=IPv6Address("fe80::1")) for n in (1, 2)}
+    merged = with_managed(config, facts, managed)
+    assert merged.uplink("A").gateway6_source is GatewaySource.NETWORKD
+    assert merged.uplink("B").gateway6 == IPv6Address("fe80::9")  # configured: kept
+    assert merged.uplink("B").gateway6_source is GatewaySource.STATIC
