@@ -6,6 +6,7 @@ table holds, by the names its chains carry."""
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from typing import Any
 
@@ -20,6 +21,7 @@ from nmbalance.core.ruleset import (
     unident,
 )
 from nmbalance.core.slots import SLOTS
+from nmbalance.errors import NmbalanceError
 
 SCHEMA_VERSION = 1
 STATES = ("active", "standby", "degraded", "left-out", "down", "no-gateway", "absent", "error")
@@ -198,4 +200,8 @@ def gather(config: Config | None) -> dict[str, Any]:
     read = KernelRead(kernel)
     if answer is not None:
         return from_daemon(answer, kernel, read.routing())
+    if read.table is None and os.geteuid() != 0:
+        # nft lists nothing to others: "not installed" would be a guess.
+        raise NmbalanceError("no daemon answers on the bus, and only root may read the "
+                             f"kernel's table inet {kernel.table}: run as root")
     return from_kernel(config, read)

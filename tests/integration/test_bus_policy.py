@@ -151,7 +151,9 @@ def test_enable_and_disable_on_the_real_policy(served: tuple[Lab, Bus, DaemonPro
     assert refused.returncode == 1, refused
     assert "not allowed to call SetUplinkEnabled" in refused.stderr, refused.stderr
     assert "Traceback" not in refused.stderr
-    # Anyone may read the metrics.
+    # Anyone may read the status and the metrics.
+    shown = cli(lab, "status", "--json", uid=NOBODY)
+    assert shown.returncode == 0 and '"source": "daemon"' in shown.stdout, shown
     metrics = cli(lab, "metrics", uid=NOBODY)
     assert metrics.returncode == 0 and 'nmbalance_uplink_weight{uplink="ISP1"}' in metrics.stdout
     mark = daemon.mark()
@@ -175,3 +177,6 @@ def test_enable_without_a_daemon_says_so() -> None:
         assert "no nmbalance daemon runs here" in result.stderr, result.stderr
         result = cli(lab, "metrics")
         assert result.returncode == 1 and "no nmbalance daemon" in result.stderr
+        # Without the daemon, the kernel's nft table is root's to read: said, not guessed.
+        result = cli(lab, "status", uid=NOBODY)
+        assert result.returncode == 1 and "only root may read" in result.stderr, result
