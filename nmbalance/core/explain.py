@@ -14,7 +14,7 @@ from nmbalance.config.model import Config
 from nmbalance.core.decide import rule_groups
 from nmbalance.core.matching import Connection, first_unmet
 from nmbalance.core.plan import Plan, UplinkPlan
-from nmbalance.core.ruleset import DEFAULT_GROUP, STICKY_KINDS, Group, learn_chain, sticky_set
+from nmbalance.core.ruleset import DEFAULT_GROUP, STICKY_KINDS, Group, pick_target, sticky_set
 from nmbalance.core.slots import SLOTS
 
 # (first slot, last slot, the chain those slots go to): a weight map as nft lists it.
@@ -138,20 +138,20 @@ def _group(config: Config, plan: Plan, group: Group, method: str, rule: str | No
         return Explanation((*steps, f"enforced to {target.name}, which is "
                             f"{state(target)[0]}: unreachable, never another uplink"), rule,
                            method, excluded={target.name: _why(state(target))})
+    # The slot ranges of the group's weight map, each with the uplink it goes to:
+    # the kernel's (by the chain it sends to) when applied, else the plan's.
     if weights is not None and f"w_{group.ident}" in weights:
         source = "kernel"
-        targets = {f"up_{u.ident}": u for u in members} | {
-            learn_chain(group.ident, u.ident): u for u in members}
-        slots: dict[str, int] = {}
-        for lo, hi, chain in weights[f"w_{group.ident}"]:
-            if chain in targets:
-                name = targets[chain].name
-                slots[name] = slots.get(name, 0) + hi - lo + 1
+        targets = {pick_target(group, u.ident): u.name for u in members}
+        ranges = [(lo, hi, targets.get(chain)) for lo, hi, chain in weights[f"w_{group.ident}"]]
     else:
         source = "plan"
-        slots = {}
-        for lo, hi, uid in plan.nft.contents.weights.get(group.ident, ()):
-            slots[by_ident[uid].name] = slots.get(by_ident[uid].name, 0) + hi - lo + 1
+        ranges = [(lo, hi, by_ident[uid].name)
+                  for lo, hi, uid in plan.nft.contents.weights.get(group.ident, ())]
+    slots: dict[str, int] = {}
+    for lo, hi, name in ranges:
+        if name is not None:
+            slots[name] = slots.get(name, 0) + hi - lo + 1
     if not slots and group.fallback:
         steps.append(f"no uplink of rule {rule} can take it now: the global mode decides")
         default = next(g for g in plan.nft.spec.groups if g.ident == DEFAULT_GROUP)

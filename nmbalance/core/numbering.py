@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nmbalance.config.model import Config, mark_capacity
+from nmbalance.config.model import Config, KernelSettings, mark_capacity
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,11 @@ class Layout:
 
 
 def layout_of(config: Config) -> Layout:
-    k = config.kernel
+    return kernel_layout(config.kernel)
+
+
+def kernel_layout(k: KernelSettings) -> Layout:
+    """The layout of these kernel settings (the defaults' when there is no config)."""
     return Layout(k.mark_mask, k.route_table_base, k.rule_priority_base)
 
 

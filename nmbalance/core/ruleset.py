@@ -162,9 +162,14 @@ def unident(text: str) -> str:
     return re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
 
 
+def up_chain(uplink: str) -> str:
+    """The chain that gives a new connection an uplink's (its ident's) mark."""
+    return f"up_{uplink}"
+
+
 def pick_target(group: Group, uplink: str) -> str:
     """The chain a group's weight map sends a new connection to for `uplink`."""
-    return learn_chain(group.ident, uplink) if group.kind == "persistence" else f"up_{uplink}"
+    return learn_chain(group.ident, uplink) if group.kind == "persistence" else up_chain(uplink)
 
 
 def _set_bits(mark: int, mask: int, what: str) -> str:

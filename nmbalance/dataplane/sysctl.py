@@ -50,9 +50,13 @@ class Sysctls:
     def _found_file(self) -> Path:
         return self.state / f"ip_forward.{netns_id()}"
 
+    def forwarding(self) -> int | None:
+        """net.ipv4.ip_forward now (None: unreadable)."""
+        return self._read("ip_forward")
+
     def enable_forwarding(self) -> bool:
         """Turn IPv4 forwarding on; True when it was off (and is now remembered so)."""
-        value = self._read("ip_forward")
+        value = self.forwarding()
         if value == 1:
             return False
         self.state.mkdir(mode=0o755, parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from socket import IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP
 from typing import Any
 
 from nmbalance.config.model import KernelSettings
-from nmbalance.core.numbering import Layout
+from nmbalance.core.numbering import kernel_layout
 
 TOP = 5
 PROTOCOLS = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_SCTP: "sctp"}
@@ -44,7 +44,7 @@ def read_flows() -> list[Flow]:
 def grouped(flows: Iterable[Flow], marks: Mapping[str, int], kernel: KernelSettings
             ) -> dict[str, Any]:
     """Flows per uplink (by `marks`, name -> mark) and the rest as unmarked."""
-    layout = Layout(kernel.mark_mask, kernel.route_table_base, kernel.rule_priority_base)
+    layout = kernel_layout(kernel)
     by_id = {layout.id_of_mark(mark): name for name, mark in marks.items()}
     per: dict[str, list[Flow]] = {name: [] for name in marks}
     other = 0

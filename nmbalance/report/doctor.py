@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nmbalance.config.model import Config
+from nmbalance.config.values import GATEWAY_TARGET
 from nmbalance.core.decide import MSS_CLAMP_DEVICES
 from nmbalance.core.facts import Facts, GatewaySource
 from nmbalance.core.plan import Plan, UplinkStatus
@@ -53,6 +54,11 @@ class Findings:
     clock_synced: bool | None
 
 
+def _verdict(ok: bool | None) -> str:
+    """A test's answer: yes, no, or cannot tell yet (a warning)."""
+    return PASS if ok else WARN if ok is None else FAIL
+
+
 def checks(f: Findings, probe: Any, neighbour: Any) -> list[Check]:
     """`probe(uplink) -> (ok, why)` runs one probe round through the uplink;
     `neighbour(lan) -> (ok, why)` asks the LAN's hosts."""
@@ -77,7 +83,7 @@ def checks(f: Findings, probe: Any, neighbour: Any) -> list[Check]:
                              "on at apply; or sysctl -w net.ipv4.ip_forward=1"))
     for lan in config.lan:
         ok, why = neighbour(lan)
-        out.append(Check(f"LAN {lan.name}", PASS if ok else WARN if ok is None else FAIL, why,
+        out.append(Check(f"LAN {lan.name}", _verdict(ok), why,
                          "" if ok else f"check {lan.device}'s cabling and a host's address "
                          "on it" if ok is False else "connect a host and run doctor again"))
     daemon_states = {u.get("Name"): (u.get("State", ""), u.get("Reason", ""))
@@ -108,8 +114,7 @@ def checks(f: Findings, probe: Any, neighbour: Any) -> list[Check]:
                 "choose targets that answer ping (probe = [...])")
             if ok and not applied:
                 ok, why = None, f"{why} (by its address only: not applied, so not by its table)"
-            out.append(Check(f"{u.name} probes", PASS if ok else WARN if ok is None else FAIL,
-                             why, hint))
+            out.append(Check(f"{u.name} probes", _verdict(ok), why, hint))
         else:
             out.append(Check(f"{u.name} probes", WARN, "no probe targets: a silent failure "
                              "upstream goes unnoticed", "set probe = [\"ADDRESS\", ...] or "
@@ -183,7 +188,7 @@ def _within(address: str, nets: Iterable[IPv4Network]) -> bool:
 
 def _dns(f: Findings, name: str, cfg: Any) -> Check:
     servers = list(f.facts.uplink(name).dns) or list(cfg.dns)
-    names = [t for t in cfg.probe if isinstance(t, str) and t != "gateway"]
+    names = [t for t in cfg.probe if isinstance(t, str) and t != GATEWAY_TARGET]
     if servers:
         return Check(f"{name} dns", PASS, "DNS " + ", ".join(str(s) for s in servers))
     verdict = FAIL if names else WARN
@@ -233,15 +238,15 @@ def networkd_settings(root: Path) -> dict[str, str]:
 def networkd_pid() -> int | None:
     """The pid of the systemd-networkd in this network namespace, from the bus."""
     async def ask() -> int | None:
-        from nmbalance.bus.client import call, close, connect, name_has_owner
+        from nmbalance.bus.client import DBUS, DBUS_PATH, call, close, connect, name_has_owner
+        from nmbalance.sources.networkd import NAME
 
         bus = await connect()
         try:
-            if not await name_has_owner(bus, "org.freedesktop.network1"):
+            if not await name_has_owner(bus, NAME):
                 return None
-            body = await call(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                              "org.freedesktop.DBus", "GetConnectionUnixProcessID", "s",
-                              ["org.freedesktop.network1"])
+            body = await call(bus, DBUS, DBUS_PATH, DBUS, "GetConnectionUnixProcessID", "s",
+                              [NAME])
             return int(body[0]) if body else None
         finally:
             await close(bus)
@@ -266,13 +271,6 @@ def clock_synced() -> bool | None:
     except (OSError, AttributeError):
         return None
     return None if state < 0 else state != TIME_ERROR
-
-
-def read_ip_forward() -> int | None:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_forward").read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 # REACHABLE, STALE, DELAY, PROBE, PERMANENT: a host that was there (not INCOMPLETE or FAILED).
@@ -370,6 +368,7 @@ def gather(config: Config) -> Findings:
     from nmbalance.report.connections import read_flows
 
     facts, plan = observe(config)
+    sysctls = Sysctls()
     try:
         flows: list[Flow] | None = read_flows()
     except OSError:
@@ -377,8 +376,8 @@ def gather(config: Config) -> Findings:
     pid = networkd_pid()
     return Findings(
         config=config, facts=facts, plan=plan, table=NftTable(config.kernel.table).read(),
-        daemon=daemon_status(), ip_forward=read_ip_forward(),
-        rp_filter_warnings=Sysctls().reverse_path_warnings(
+        daemon=daemon_status(), ip_forward=sysctls.forwarding(),
+        rp_filter_warnings=sysctls.reverse_path_warnings(
             u.interface for u in plan.uplinks if u.interface and u.routed),
         flows=flows,
         networkd=(pid, networkd_settings(proc_root(pid))) if pid is not None else None,

@@ -5,13 +5,14 @@ table holds, by the names its chains carry."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nmbalance.config.model import Config, KernelSettings
-from nmbalance.core.numbering import Layout
+from nmbalance.core.numbering import kernel_layout
 from nmbalance.core.ruleset import (
     DEFAULT_GROUP,
     ident,
@@ -19,9 +20,13 @@ from nmbalance.core.ruleset import (
     new_counter,
     restore_chain,
     unident,
+    up_chain,
 )
 from nmbalance.core.slots import SLOTS
 from nmbalance.errors import NmbalanceError
+
+if TYPE_CHECKING:  # read from the kernel only when asked
+    from nmbalance.dataplane.nft import TableState
 
 SCHEMA_VERSION = 1
 STATES = ("active", "standby", "degraded", "left-out", "down", "no-gateway", "absent", "error")
@@ -56,8 +61,7 @@ def from_daemon(answer: dict[str, Any], kernel: KernelSettings, routing: dict[st
     manager = answer["manager"]
     uplinks = []
     for u in answer["uplinks"]:
-        uplinks.append({
-            "name": u.get("Name", ""),
+        uplinks.append(_row(u.get("Name", ""), None, **{
             "state": u.get("State") if u.get("State") in STATES else "down",
             "reason": u.get("Reason", "") if u.get("State") in STATES else "not applied yet",
             "health": u.get("Health") or None,
@@ -81,7 +85,7 @@ def from_daemon(answer: dict[str, Any], kernel: KernelSettings, routing: dict[st
             "address6": _known(u.get("Address6", "")),
             "gateway6": _known(u.get("Gateway6", "")),
             "gateway_source6": _known(u.get("GatewaySource6", "")),
-        })
+        }))
     return _document("daemon", kernel, any(u["mark"] for u in uplinks),
                      mode=manager.get("Mode") or None, summary=manager.get("Summary", ""),
                      following=list(manager.get("Following") or []),
@@ -92,7 +96,7 @@ def from_kernel(config: Config | None, read: KernelRead) -> dict[str, Any]:
     """What our table, routes and rules say, with the config's names and weights
     when there is one."""
     kernel = config.kernel if config is not None else KernelSettings()
-    layout = Layout(kernel.mark_mask, kernel.route_table_base, kernel.rule_priority_base)
+    layout = kernel_layout(kernel)
     state = read.table
     if state is None:
         names = [u.name for u in config.uplink] if config is not None else []
@@ -111,7 +115,7 @@ def from_kernel(config: Config | None, read: KernelRead) -> dict[str, Any]:
     for lo, hi, chain in state.weights.get(f"w_{DEFAULT_GROUP}", []):
         for name in names:
             target = ident(name)
-            if chain in (f"up_{target}", learn_chain(DEFAULT_GROUP, target)):
+            if chain in (up_chain(target), learn_chain(DEFAULT_GROUP, target)):
                 slots[name] = slots.get(name, 0) + hi - lo + 1
     counts = {name: state.counters.get(new_counter(ident(name))) for name in names}
     total = sum(c for c in counts.values() if c)
@@ -144,6 +148,8 @@ def from_kernel(config: Config | None, read: KernelRead) -> dict[str, Any]:
 
 
 def _row(name: str, config: Config | None, **values: Any) -> dict[str, Any]:
+    """An uplink's row: every field of the schema, from either source; what neither
+    says is the config's (interface, connection, weight) or null."""
     configured = next((u for u in config.uplink if u.name == name), None) if config else None
     row: dict[str, Any] = {
         "name": name, "state": "down", "reason": "", "health": None, "enabled": None,
@@ -167,13 +173,20 @@ class KernelRead:
     def __init__(self, kernel: KernelSettings) -> None:
         from pyroute2 import IPRoute
 
-        from nmbalance.dataplane.nft import NftTable
         from nmbalance.dataplane.routing import owned_routes, owned_rules
 
-        self.table = NftTable(kernel.table).read()
+        self._name = kernel.table
         with IPRoute(strict_check=True) as ipr:
             self.routes = sorted(owned_routes(ipr, kernel.route_protocol))
             self.rules = sorted(owned_rules(ipr, kernel.route_protocol))
+
+    @functools.cached_property
+    def table(self) -> TableState | None:
+        """Read only when asked: the daemon's answer needs the routes and rules alone
+        (and `status --watch` asks every second)."""
+        from nmbalance.dataplane.nft import NftTable
+
+        return NftTable(self._name).read()
 
     def routing(self) -> dict[str, list[str]]:
         return {"routes": [r.describe() for r in self.routes],
