@@ -10,6 +10,7 @@ processes it started (by PID) and deletes the namespaces.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import json
 import os
@@ -44,6 +45,21 @@ def isp_probe(n: int) -> str:
     return f"198.51.100.{n}"
 
 
+def isp_net6(n: int) -> str:
+    """ISP n's prefix on the router's link: the router is ::2, and only sources in it
+    get through the ISP (BCP38)."""
+    return f"2001:db8:1{n:02d}::"
+
+
+def isp_probe6(n: int) -> str:
+    """A per-ISP IPv6 probe target inside the inet namespace."""
+    return f"2001:db8:ff:1::{n}"
+
+
+LAN6_NET = "fd00:250::"  # a ULA LAN: out only through nat66
+ISP_GATEWAY6 = "fe80::1"  # every ISP's router announces the same link-local address
+
+
 def run(cmd: Sequence[str], check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), check=check, text=True, capture_output=True, **kw)  # type: ignore[call-overload, no-any-return]
 
@@ -63,6 +79,7 @@ class Lab:
     workdir: Path = Path("/tmp")
     resolv_dirs: list[Path] = field(default_factory=list)  # /etc/netns/NS of ours
     delayed: dict[tuple[int, str | None], int] = field(default_factory=dict)  # -> its queue
+    dual: tuple[int, ...] = ()  # ISPs that carry IPv6 too (dual_stack)
 
     def __post_init__(self) -> None:
         if not self.prefix:
@@ -244,18 +261,68 @@ class Lab:
         self.start_server(SERVER_ADDR6)
         return SERVER_ADDR6
 
+    def dual_stack(self, isps: Sequence[int] | None = None) -> str:
+        """IPv6 through each ISP of `isps` (all: None), as real ones give it: the
+        router's uplink gets 2001:db8:1NN::2/64 and a default route via fe80::1 (what a
+        router advertisement installs); the ISP forwards only sources of that prefix.
+        A ULA LAN (fd00:250::/64) gets out only by nat66. Returns the server's address."""
+        self.dual = tuple(isps or range(1, self.isps + 1))
+        for ns in (self.rtr, self.inet, *(self.isp(n) for n in self.dual)):
+            self.sh(ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        for n in self.dual:
+            # carrier() sets the ISP's side down: a real ISP's router keeps its addresses.
+            self.sh(self.isp(n), "sysctl", "-qw", "net.ipv6.conf.rtr.keep_addr_on_down=1")
+        self.ip(self.rtr, "-6", "addr", "add", f"{LAN6_NET}1/64", "dev", "lan0")
+        self.ip(self.lan, "-6", "addr", "add", f"{LAN6_NET}2/64", "dev", "eth0")
+        self.ip(self.lan, "-6", "route", "add", "default", "via", f"{LAN6_NET}1")
+        for n in self.dual:
+            isp, net, far = self.isp(n), isp_net6(n), f"2001:db8:2{n:02d}::"
+            self.ip(isp, "-6", "addr", "add", f"{ISP_GATEWAY6}/64", "dev", "rtr")
+            self.ip(isp, "-6", "addr", "add", f"{net}1/64", "dev", "rtr")
+            self.ip(self.rtr, "-6", "addr", "add", f"{net}2/64", "dev", f"wan{n}")
+            self.ip(isp, "-6", "addr", "add", f"{far}1/64", "dev", "inet")
+            self.ip(self.inet, "-6", "addr", "add", f"{far}2/64", "dev", f"isp{n}")
+            self.ip(isp, "-6", "route", "add", "default", "via", f"{far}2")
+            self.ip(self.inet, "-6", "route", "add", f"{net}/64", "via", f"{far}1")
+            self.ip(self.inet, "-6", "addr", "add", f"{isp_probe6(n)}/128", "dev", "lo")
+            self.sh(isp, "nft", f"add table inet bcp38; add chain inet bcp38 forward {{ type "
+                    f"filter hook forward priority -10; iifname \"rtr\" meta nfproto ipv6 "
+                    f"ip6 saddr != {net}/64 drop; }}")
+            self.router_advertised(n)
+        self.ip(self.inet, "-6", "addr", "add", f"{SERVER_ADDR6}/128", "dev", "lo")
+        self.start_server(SERVER_ADDR6)
+        return SERVER_ADDR6
+
+    def router_advertised(self, n: int) -> None:
+        """The router's IPv6 default route via ISP n, as its advertisement installs it
+        (the kernel drops it with the carrier, and the next advertisement brings it back)."""
+        self.ip(self.rtr, "-6", "route", "replace", "default", "via", ISP_GATEWAY6, "dev",
+                f"wan{n}", "metric", str(100 + n))
+
+    def ipv6_dead(self, n: int, on: bool) -> None:
+        """ISP n forwards no IPv6, while its IPv4 and its carrier stay."""
+        self._isp_filter(n, "v6dead", "meta nfproto ipv6 drop;", on)
+
+    def ipv4_dead(self, n: int, on: bool) -> None:
+        """ISP n forwards no IPv4, while its IPv6 and its carrier stay."""
+        self._isp_filter(n, "v4dead", "meta nfproto ipv4 drop;", on)
+
     # --- configs ----------------------------------------------------------------------
     def config(self, mode: str = "weighted", weights: Sequence[int] = (1, 3, 2),
                probe: bool = True, health: dict[str, object] | None = None,
-               extra: str = "", top: str = "") -> str:
-        """A TOML config for this lab: one uplink per ISP, each probing its own target.
+               extra: str = "", top: str = "", ipv6: bool = False) -> str:
+        """A TOML config for this lab: one uplink per ISP, each probing its own target
+        (with `ipv6`: ipv6 = "nat66", and its IPv6 target too where it has IPv6).
         `top` holds top-level keys, `extra` more tables."""
         lines = [f'mode = "{mode}"', 'snippets_dir = ""', *top.splitlines()]
+        if ipv6:
+            lines.append('ipv6 = "nat66"')
         for n in range(1, self.isps + 1):
             lines += ["[[uplink]]", f'name = "ISP{n}"', f'interface = "wan{n}"',
                       f"weight = {weights[(n - 1) % len(weights)]}"]
+            targets = [isp_probe(n), *([isp_probe6(n)] if ipv6 and n in self.dual else [])]
             if probe:
-                lines.append(f'probe = ["{isp_probe(n)}"]')
+                lines.append("probe = [" + ", ".join(f'"{t}"' for t in targets) + "]")
         lines += ["[[lan]]", 'name = "LAN"', 'interface = "lan0"']
         if health:
             lines.append("[health]")
@@ -271,6 +338,13 @@ class Lab:
     # --- things tests do ---------------------------------------------------------------
     def carrier(self, n: int, up: bool) -> None:
         self.ip(self.isp(n), "link", "set", "rtr", "up" if up else "down")
+        if up and n in self.dual:
+            # The kernel drops a link-local address with the link, even with
+            # keep_addr_on_down: the ISP's router takes its fe80::1 back.
+            self.ip(self.isp(n), "-6", "addr", "replace", f"{ISP_GATEWAY6}/64", "dev", "rtr")
+            if wait_for(lambda: "LOWER_UP" in self.ip(self.rtr, "link", "show", f"wan{n}").stdout,
+                        3):
+                self.router_advertised(n)
 
     def blackhole(self, n: int, on: bool) -> None:
         """ISP n drops everything it would forward; its carrier stays up."""
@@ -309,7 +383,8 @@ class Lab:
 
     def block_probes(self, n: int, on: bool) -> None:
         """Drop only traffic to the probe targets: the ISP carries everything else."""
-        self._isp_filter(n, "labprobe", "ip daddr 198.51.100.0/24 drop;", on)
+        self._isp_filter(n, "labprobe", "ip daddr 198.51.100.0/24 drop; "
+                         "ip6 daddr 2001:db8:ff:1::/64 drop;", on)
 
     def _isp_filter(self, n: int, table: str, rule: str, on: bool) -> None:
         if on:
@@ -389,6 +464,11 @@ class Lab:
         return "\n".join([table, *rules, *routes])
 
     def isp_of(self, source: str) -> int:
+        if ":" in source:  # IPv6: masqueraded to the uplink's address in the ISP's prefix
+            for n in self.dual:
+                if ipaddress.ip_address(source) in ipaddress.ip_network(f"{isp_net6(n)}/64"):
+                    return n
+            return 0
         for n in range(1, self.isps + 1):
             if source.rsplit(".", 1)[0] == isp_router_addr(n).rsplit(".", 1)[0]:
                 return n

@@ -78,12 +78,20 @@ class Exported:
                 obj.update(**props)
 
 
+def _state(status: UplinkStatus | None, health: str) -> str:
+    """A plan's status in the bus's words: an active uplink whose probes say it is
+    degraded says so."""
+    state = status.value if status is not None else ""
+    return "degraded" if state == UplinkStatus.ACTIVE.value and health == "degraded" else state
+
+
 def uplink_values(config: Config, plan: Plan | None, facts: Facts | None,
-                  monitor: HealthMonitor, disabled: set[str], figures: Figures
-                  ) -> dict[str, dict[str, Any]]:
+                  monitor: HealthMonitor, disabled: set[str], figures: Figures,
+                  monitor6: HealthMonitor | None = None) -> dict[str, dict[str, Any]]:
     """Each uplink's properties as the bus shows them (and the metrics count them)."""
     out = {}
     for u in config.uplink:
+        tracker6 = monitor6.trackers.get(u.name) if monitor6 is not None else None
         tracker = monitor.trackers.get(u.name)
         up = plan.get(u.name) if plan is not None else None
         f = facts.uplink(u.name) if facts is not None else None
@@ -93,9 +101,7 @@ def uplink_values(config: Config, plan: Plan | None, facts: Facts | None,
                          if isinstance(a, IPv6Interface) and not a.ip.is_link_local), "")
         loss = monitor.loss(u.name)  # the figure health judges by
         health = tracker.phase.value if tracker else ""
-        state = up.status.value if up else ""
-        if state == UplinkStatus.ACTIVE.value and health == "degraded":
-            state = "degraded"
+        state = _state(up.status if up else None, health)
         reason = up.reason if up and up.reason else (
             tracker.reason if tracker and health != "up" else "")
         if u.name in disabled and state == UplinkStatus.LEFT_OUT.value:
@@ -125,7 +131,13 @@ def uplink_values(config: Config, plan: Plan | None, facts: Facts | None,
             "LoadDownMbps": round(load.down_mbps, 2) if load else -1.0,
             "LoadUpMbps": round(load.up_mbps, 2) if load else -1.0,
             "Address6": address6,
-            "Gateway6": str(f.gateway6) if f and f.gateway6 else "",
-            "GatewaySource6": f.gateway6_source.value if f and f.gateway6 else "",
+            "Gateway6": (up.gateway6 if up and up.status6 else None)
+            or (str(f.gateway6) if f and f.gateway6 else ""),
+            "GatewaySource6": (up.gateway6_source if up and up.gateway6 else None)
+            or (f.gateway6_source.value if f and f.gateway6 else ""),
+            "State6": _state(up.status6 if up else None,
+                             tracker6.phase.value if tracker6 else ""),
+            "Reason6": up.reason6 if up else "",
+            "Share6": round(up.share6, 4) if up else 0.0,
         }
     return out

@@ -135,7 +135,7 @@ UPLINK_DEFAULTS: dict[str, Any] = {
     "Share": 0.0, "MeasuredShare": -1.0, "NewConnections": 0, "Mark": 0, "Table": 0,
     "LatencyMs": -1.0, "LossPercent": -1.0, "Probing": [],
     "LoadDownMbps": -1.0, "LoadUpMbps": -1.0, "Address6": "", "Gateway6": "",
-    "GatewaySource6": "",
+    "GatewaySource6": "", "State6": "", "Reason6": "", "Share6": 0.0,
 }
 
 
@@ -242,6 +242,20 @@ class UplinkInterface(ServiceInterface):  # type: ignore[misc]
     @dbus_property(access=PropertyAccess.READ)
     def GatewaySource6(self) -> "s":
         return str(self._values["GatewaySource6"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def State6(self) -> "s":
+        """Its IPv6 state, in State's words ("": IPv6 is the system's, ipv6 = "off")."""
+        return str(self._values["State6"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Reason6(self) -> "s":
+        return str(self._values["Reason6"])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Share6(self) -> "d":
+        """Its share of new IPv6 connections under the global mode."""
+        return float(self._values["Share6"])
 
     @dbus_property(access=PropertyAccess.READ)
     def Probing(self) -> "as":

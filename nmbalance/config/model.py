@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -162,6 +162,11 @@ class Uplink(Strict):
     @property
     def upload(self) -> float | None:
         return self.upload_mbps or self.capacity_mbps
+
+    def probes(self, family: int) -> list[IPv4Address | IPv6Address | str]:
+        """Its probe targets of one family: IPv6 addresses for 6; for 4 the rest (IPv4
+        addresses, host names resolved to IPv4, "gateway")."""
+        return [t for t in self.probe if isinstance(t, IPv6Address) == (family == 6)]
 
     @model_validator(mode="after")
     def _needs_a_device(self) -> Uplink:
@@ -394,8 +399,9 @@ class Config(Strict):
     persistence_by: PersistenceKey = "source"
     persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
     race: bool = True  # fastest-response as the mode: see Rule.race
-    # "off": IPv6 is left exactly as the system routes it. The other modes (the
-    # IPv6 contract) are refused until they are built, never silently ignored.
+    # "off": IPv6 is left exactly as the system routes it; "nat66": balanced and
+    # masqueraded per uplink like IPv4. npt and prefix are refused until they are
+    # built, never silently ignored.
     ipv6: Literal["off", "nat66", "npt", "prefix"] = "off"
     uplink: Annotated[list[Uplink], Field(min_length=1), BeforeValidator(at_most(255))]
     lan: Annotated[list[Lan], BeforeValidator(at_most(256))] = []
@@ -422,6 +428,33 @@ class Config(Strict):
 
 
 Loc = tuple[str | int, ...]
+# Methods whose sticky entries and races are keyed by IPv4 addresses.
+IPV4_ONLY_METHODS = ("persistence", "fastest-response")
+
+
+def _ipv6_problems(config: Config) -> list[tuple[Loc, str]]:
+    """What the chosen ipv6 mode cannot do, refused rather than done some other way."""
+    problems: list[tuple[Loc, str]] = []
+    if config.ipv6 in ("npt", "prefix"):
+        problems.append((("ipv6",), f"ipv6 = {config.ipv6!r} is not available yet: use "
+                         "\"nat66\" (masquerade per uplink), or \"off\" to leave IPv6 to the "
+                         "system's routes"))
+    if config.ipv6 == "off":
+        for i, u in enumerate(config.uplink):
+            six = [str(t) for t in u.probe if isinstance(t, IPv6Address)]
+            if six:
+                problems.append((("uplink", i, "probe"), f"probe target {six[0]} is IPv6, and "
+                                 "ipv6 = \"off\" leaves IPv6 to the system: set ipv6 = "
+                                 "\"nat66\" to balance it"))
+        return problems
+    users: list[tuple[Loc, str]] = [(("mode",), config.mode)]
+    users += [(("rule", i, "method"), r.method) for i, r in enumerate(config.rule)]
+    for loc, method in users:
+        if method in IPV4_ONLY_METHODS:
+            problems.append((loc, f"method {method!r} keys its choices by IPv4 address and "
+                             f"cannot balance IPv6 yet (ipv6 = {config.ipv6!r}): use another "
+                             "method, or ipv6 = \"off\""))
+    return problems
 
 
 def mark_capacity(mask: int) -> int:
@@ -476,10 +509,7 @@ def cross_check(config: Config) -> list[tuple[Loc, str]]:
             if method in methods:
                 problems += [(loc, f"method {method!r} " + why.format(name=name))
                              for name in members if name in uplinks and name not in having]
-    if config.ipv6 != "off":
-        problems.append((("ipv6",), f"ipv6 = {config.ipv6!r} is not available yet: nmbalance "
-                         "balances IPv4 only, and with ipv6 = \"off\" leaves IPv6 to the "
-                         "system's routes"))
+    problems += _ipv6_problems(config)
     room = mark_capacity(config.kernel.mark_mask)
     if len(config.uplink) > room:
         problems.append(

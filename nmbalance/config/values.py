@@ -108,9 +108,10 @@ def host_name(value: str, what: str = "a host name") -> str:
     return name
 
 
-def probe_target(value: object, what: str = "probe target") -> IPv4Address | str:
-    """An IPv4 address, a host name (resolved through the uplink's own DNS), or
-    "gateway"."""
+def probe_target(value: object, what: str = "probe target") -> AnyAddress | str:
+    """An IPv4 or IPv6 address (IPv6 needs an ipv6 mode: the config's cross-check),
+    a host name (resolved to IPv4 through the uplink's own DNS), or "gateway"
+    (the IPv4 one)."""
     if isinstance(value, str):
         text = _text(value, what)
         if text.lower() == GATEWAY_TARGET:
@@ -118,13 +119,17 @@ def probe_target(value: object, what: str = "probe target") -> IPv4Address | str
         # Digits and dots only is an address, however mistyped, never a name.
         if not re.fullmatch(r"[0-9.]*", text) and ":" not in text:
             return host_name(text, what)
-    return usable_ipv4(value, what)
+    addr = usable_address(value, what)
+    if isinstance(addr, IPv6Address) and addr.is_link_local:
+        raise ValueError(f"{what} {addr} is link-local: probe a global address, whose "
+                         "answer comes back through the uplink's own table")
+    return addr
 
 
 # Field types: pydantic runs the check first, then holds the parsed value.
 GatewayAddress = Annotated[IPv4Address, _checked(usable_ipv4, "gateway")]
 Gateway6Address = Annotated[IPv6Address, _checked(usable_ipv6, "gateway6")]
-ProbeTarget = Annotated[IPv4Address | str, _checked(probe_target, "probe target")]
+ProbeTarget = Annotated[IPv4Address | IPv6Address | str, _checked(probe_target, "probe target")]
 DnsServer = Annotated[IPv4Address, _checked(usable_ipv4, "DNS server")]
 LanHost = Annotated[IPv4Address, _checked(usable_ipv4, "LAN host")]
 Prefix = Annotated[IPv4Network, _checked(ipv4_network, "prefix")]

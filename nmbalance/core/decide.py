@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 
-from nmbalance.config.model import Config, Rule
+from nmbalance.config.model import Config, Rule, Uplink
+from nmbalance.core.decide6 import contents6, gateway6, why_unrouted6
 from nmbalance.core.facts import Facts, GatewaySource, Health, UplinkFacts
 from nmbalance.core.matching import rule_matches
 from nmbalance.core.numbering import Layout, assign, layout_of
@@ -43,14 +44,17 @@ ADAPTIVE = ("overflow", "least-used", "lowest-latency", "fastest-response")
 
 @dataclass(frozen=True)
 class Decision:
-    """One uplink on its own: how it is reached and whether it may take traffic."""
+    """One uplink on its own, in one family: how it is reached and whether it may
+    take traffic."""
 
     facts: UplinkFacts
     gateway: str | None
     gateway_source: str
-    routed: bool  # gets a routing table of its own
+    routed: bool  # gets a routing table of its own (a default route in it)
     status: UplinkStatus
     reason: str
+    health: Health = Health.UP  # that family's
+    family: int = 4
 
     @property
     def interface(self) -> str | None:
@@ -58,17 +62,18 @@ class Decision:
 
 
 def _status(f: UplinkFacts, routed: bool, selected: frozenset[str] | None,
-            refused: str | None) -> tuple[UplinkStatus, str]:
+            refused: str | None, family: int, no_route: str) -> tuple[UplinkStatus, str]:
     if not f.present:
         return UplinkStatus.ABSENT, f.gateway_reason or "interface not found"
     if not f.carrier:
         return UplinkStatus.DOWN, "no carrier" if f.up else f"{f.interface} is down"
     if not routed:
-        return UplinkStatus.NO_GATEWAY, f.gateway_reason or "no gateway found"
+        return UplinkStatus.NO_GATEWAY, no_route
     if refused is not None:
         return UplinkStatus.ERROR, refused
-    if f.health == Health.DOWN:
-        return UplinkStatus.DOWN, f.health_reason or "probes failing"
+    health, why = (f.health, f.health_reason) if family == 4 else (f.health6, f.health6_reason)
+    if health == Health.DOWN:
+        return UplinkStatus.DOWN, why or "probes failing"
     if selected is not None and f.name not in selected:
         return UplinkStatus.LEFT_OUT, "not selected"
     return UplinkStatus.ACTIVE, ""
@@ -84,13 +89,21 @@ def _gateway(config_gateway: object, facts: UplinkFacts) -> tuple[str | None, st
     return None, GatewaySource.NONE.value
 
 
-def _decide_one(config_gateway: object, f: UplinkFacts, selected: frozenset[str] | None,
-                refused: str | None) -> Decision:
-    gateway, source = _gateway(config_gateway, f)
+def _decide_one(u: Uplink, f: UplinkFacts, selected: frozenset[str] | None,
+                refused: str | None, family: int = 4) -> Decision:
+    if family == 4:
+        gateway, source = _gateway(u.gateway, f)
+        no_route, reachable = f.gateway_reason or "no gateway found", True
+    else:
+        gateway, source = gateway6(u, f)
+        no_route, reachable = why_unrouted6(f, gateway)
     # The kernel takes no route through an interface that is administratively down.
-    routed = f.present and f.up and refused is None and (gateway is not None or f.point_to_point)
-    status, reason = _status(f, routed or refused is not None, selected, refused)
-    return Decision(f, gateway, source, routed, status, reason)
+    routed = (f.present and f.up and refused is None and reachable
+              and (gateway is not None or f.point_to_point))
+    status, reason = _status(f, routed or refused is not None, selected, refused, family,
+                             no_route)
+    return Decision(f, gateway, source, routed, status, reason,
+                    f.health if family == 4 else f.health6, family)
 
 
 def _fail_open(per: Mapping[str, Decision], selected: frozenset[str] | None) -> set[str]:
@@ -99,8 +112,100 @@ def _fail_open(per: Mapping[str, Decision], selected: frozenset[str] | None) -> 
     return {
         name for name, d in per.items()
         if d.status is UplinkStatus.DOWN and d.facts.carrier and d.routed
-        and d.facts.health is Health.DOWN and (selected is None or name in selected)
+        and d.health is Health.DOWN and (selected is None or name in selected)
     }
+
+
+@dataclass
+class _Family:
+    """One address family's view of the uplinks while decide() works."""
+
+    family: int
+    per: dict[str, Decision]
+    usable: set[str]
+    degraded: set[str]
+    weights: dict[str, float]
+    degraded_percent: int
+    share: dict[str, float]
+    slot_map: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
+    taking: set[str] = field(default_factory=set)  # in some group's rotation
+    enforced: set[str] = field(default_factory=set)  # the targets of enforced groups
+
+    def state(self, name: str) -> tuple[UplinkStatus, str]:
+        d = self.per[name]
+        status, reason = d.status, d.reason
+        if status.usable and name not in self.taking:
+            status, reason = UplinkStatus.STANDBY, "a preferred uplink is up"
+        if status is UplinkStatus.ACTIVE and name in self.degraded:
+            why = d.facts.health_reason if self.family == 4 else d.facts.health6_reason
+            reason = f"degraded ({why}): {self.degraded_percent}% of its weight"
+        return status, reason
+
+
+def _judge(config: Config, facts: Facts, family: int, selected: frozenset[str] | None,
+           refused: Mapping[str, str], warnings: list[str]) -> _Family:
+    """Every uplink's decision in one family, and which of them may take traffic."""
+    per = {u.name: _decide_one(u, facts.uplink(u.name), selected, refused.get(u.name), family)
+           for u in config.uplink}
+    usable = {name for name, d in per.items() if d.status.usable}
+    if not usable and config.health.fail_open:
+        usable = _fail_open(per, selected)
+        if usable:
+            what = "uplink" if family == 4 else "uplink's IPv6"
+            warnings.append(f"every {what} looks down; failing open over those with carrier: "
+                            + ", ".join(u.name for u in config.uplink if u.name in usable))
+            for name in usable:
+                per[name] = replace(per[name], status=UplinkStatus.ACTIVE,
+                                    reason="fail-open: " + (per[name].reason or "probes failing"))
+    degraded = {name for name in usable if per[name].health is Health.DEGRADED}
+    percent = config.health.degraded_weight_percent
+    weights = {u.name: u.weight * (percent / 100 if u.name in degraded else 1.0)
+               for u in config.uplink}
+    return _Family(family, per, usable, degraded, weights, percent,
+                   dict.fromkeys(per, 0.0))
+
+
+def _distribute(f: _Family, groups: Sequence[Group], methods: Mapping[str, str],
+                members: Mapping[str, list[str]], measured: Mapping[str, Mapping[str, float]],
+                idents: Mapping[str, str]) -> None:
+    """Each group's weights as slot ranges over the family's usable uplinks."""
+    for g in groups:
+        if g.kind == "enforced":
+            continue
+        # Measured weights stand while their uplinks can take traffic; the moment none
+        # can (between a failure and the daemon's next figures), the configured ones.
+        ranges = allocate([(n, w) for n, w in measured.get(g.ident, {}).items()
+                           if n in f.usable and n in members[g.ident]])
+        if not ranges:
+            ranges = allocate(_group_weights(methods[g.ident], members[g.ident], f.weights,
+                                             f.degraded, f.usable))
+        f.slot_map[g.ident] = [(r.first, r.last, idents[r.name]) for r in ranges]
+        f.taking |= {r.name for r in ranges}
+        if g.ident == DEFAULT_GROUP:
+            f.share.update({r.name: r.size / SLOTS for r in ranges})
+    f.enforced = {members[g.ident][0] for g in groups if g.kind == "enforced"}
+    f.taking |= f.enforced & f.usable
+
+
+def _route(f: _Family, name: str, layout: Layout, i: int, iface: str | None,
+           routes: list[Route], rules: list[RoutingRule]) -> None:
+    """An uplink's table in one family: its default route and the rules into it."""
+    d, table = f.per[name], layout.table(i)
+    default = "0.0.0.0/0" if f.family == 4 else "::/0"
+    if d.routed:
+        routes.append(Route(table, default, gateway=d.gateway, interface=iface, family=f.family))
+    elif name in f.enforced:
+        routes.append(Route(table, default, kind="unreachable", family=f.family))
+    if d.routed or name in f.enforced:
+        rules.append(RoutingRule(layout.fwmark_priority(i), table, family=f.family,
+                                 fwmark=layout.mark(i), fwmask=layout.mask))
+    if d.routed:
+        host = 32 if f.family == 4 else 128
+        for addr in d.facts.addresses:
+            # An IPv6 link-local source names no uplink: every link has one.
+            if addr.version == f.family and not (f.family == 6 and addr.ip.is_link_local):
+                rules.append(RoutingRule(layout.source_priority(i), table, family=f.family,
+                                         src=f"{addr.ip}/{host}"))
 
 
 def _group_kind(method: str) -> str:
@@ -160,29 +265,19 @@ def decide(
     apply; `refused`: uplinks whose routes the kernel refused, with its reason;
     `measured`: weights the daemon worked out from measurements (core.adaptive),
     by group, for groups whose method needs them."""
-    measured = measured or {}
     layout = layout_of(config)
     names = [u.name for u in config.uplink]
     uid = assign(names, ids or {}, layout.capacity)
     idents = {n: ident(n) for n in names}
     refused = refused or {}
     warnings: list[str] = []
+    measured = measured or {}
 
-    # 1. Each uplink alone: where it is, how it is reached, whether it may be used.
-    per = {u.name: _decide_one(u.gateway, facts.uplink(u.name), selected, refused.get(u.name))
-           for u in config.uplink}
-    usable = {name for name, d in per.items() if d.status.usable}
-    if not usable and config.health.fail_open:
-        usable = _fail_open(per, selected)
-        if usable:
-            warnings.append("every uplink looks down; failing open over those with carrier: "
-                            + ", ".join(n for n in names if n in usable))
-            for name in usable:
-                per[name] = replace(per[name], status=UplinkStatus.ACTIVE,
-                                    reason="fail-open: " + (per[name].reason or "probes failing"))
-    degraded = {name for name in usable if per[name].facts.health is Health.DEGRADED}
-    scale = config.health.degraded_weight_percent / 100
-    weights = {u.name: u.weight * (scale if u.name in degraded else 1.0) for u in config.uplink}
+    # 1. Each uplink alone, per family: where it is, how it is reached, whether it
+    # may be used.
+    fam = _judge(config, facts, 4, selected, refused, warnings)
+    fam6 = _judge(config, facts, 6, selected, refused, warnings) if config.ipv6 == "nat66" else None
+    per = fam.per
 
     # 2. The groups: the global mode, then each [[rule]] in order.
     groups: list[Group] = [
@@ -205,63 +300,40 @@ def decide(
     for method in sorted({m for g, m in methods.items() if g not in measured} & set(ADAPTIVE)):
         warnings.append(f"method {method!r} needs the daemon's measurements; using weights")
 
-    # 3. Weights -> slot ranges per group.
-    slot_map: dict[str, list[tuple[int, int, str]]] = {}
-    share: dict[str, float] = dict.fromkeys(names, 0.0)
-    taking: set[str] = set()
-    for g in groups:
-        if g.kind == "enforced":
-            continue
-        # Measured weights stand while their uplinks can take traffic; the moment none
-        # can (between a failure and the daemon's next figures), the configured ones.
-        ranges = allocate([(n, w) for n, w in measured.get(g.ident, {}).items()
-                           if n in usable and n in members[g.ident]])
-        if not ranges:
-            ranges = allocate(_group_weights(methods[g.ident], members[g.ident], weights,
-                                             degraded, usable))
-        slot_map[g.ident] = [(r.first, r.last, idents[r.name]) for r in ranges]
-        taking |= {r.name for r in ranges}
-        if g.ident == DEFAULT_GROUP:
-            share.update({r.name: r.size / SLOTS for r in ranges})
-    enforced_targets = {members[g.ident][0] for g in groups if g.kind == "enforced"}
-    taking |= enforced_targets & usable
+    # 3. Weights -> slot ranges per group, per family.
+    for f in (fam, fam6):
+        if f is not None:
+            _distribute(f, groups, methods, members, measured, idents)
 
     # 4. Kernel routing: a table per routed uplink (enforced ones get one even
     # when unreachable, so their traffic never leaks to another uplink).
     uplinks: list[UplinkPlan] = []
     routes: list[Route] = []
     rules: list[RoutingRule] = [
-        RoutingRule(layout.suppress_priority, MAIN_TABLE, suppress_prefixlength=0)
+        RoutingRule(layout.suppress_priority, MAIN_TABLE, family=f.family, suppress_prefixlength=0)
+        for f in (fam, fam6) if f is not None
     ]
     # [[route]]s, on the devices there are (one that is gone would be refused).
     routes += [Route(MAIN_TABLE, str(r.to), gateway=str(r.via) if r.via else None,
                      interface=r.interface) for r in config.route if r.interface in facts.links]
     for u in config.uplink:
-        d, i = per[u.name], uid[u.name]
-        status, reason = d.status, d.reason
-        if status.usable and u.name not in taking:
-            status, reason = UplinkStatus.STANDBY, "a preferred uplink is up"
-        if status is UplinkStatus.ACTIVE and u.name in degraded:
-            reason = (f"degraded ({d.facts.health_reason}): "
-                      f"{config.health.degraded_weight_percent}% of its weight")
-        table = layout.table(i)
-        iface = d.interface or u.interface
-        if d.routed:
-            routes.append(Route(table, "0.0.0.0/0", gateway=d.gateway, interface=iface))
-        elif u.name in enforced_targets:
-            routes.append(Route(table, "0.0.0.0/0", kind="unreachable"))
-        if d.routed or u.name in enforced_targets:
-            rules.append(RoutingRule(layout.fwmark_priority(i), table,
-                                     fwmark=layout.mark(i), fwmask=layout.mask))
-        if d.routed:
-            for addr in d.facts.addresses:
-                if addr.version == 4:
-                    rules.append(RoutingRule(layout.source_priority(i), table,
-                                             src=f"{addr.ip}/32"))
+        i = uid[u.name]
+        iface = per[u.name].interface or u.interface
+        status, reason = fam.state(u.name)
+        for f in (fam, fam6):
+            if f is not None:
+                _route(f, u.name, layout, i, iface, routes, rules)
+        six = fam6.state(u.name) if fam6 is not None else (None, "")
+        d6 = fam6.per[u.name] if fam6 is not None else None
         uplinks.append(UplinkPlan(
-            name=u.name, ident=idents[u.name], id=i, mark=layout.mark(i), table=table,
-            interface=iface, gateway=d.gateway, gateway_source=d.gateway_source, status=status,
-            reason=reason, weight=u.weight, share=share[u.name], routed=d.routed,
+            name=u.name, ident=idents[u.name], id=i, mark=layout.mark(i), table=layout.table(i),
+            interface=iface, gateway=per[u.name].gateway,
+            gateway_source=per[u.name].gateway_source, status=status, reason=reason,
+            weight=u.weight, share=fam.share[u.name], routed=per[u.name].routed,
+            status6=six[0], reason6=six[1], gateway6=d6.gateway if d6 else None,
+            gateway6_source=d6.gateway_source if d6 else "",
+            share6=fam6.share[u.name] if fam6 is not None else 0.0,
+            routed6=bool(d6 and d6.routed),
         ))
 
     # 5. The nft table.
@@ -283,8 +355,12 @@ def decide(
         ),
         snippets=snippets,
         learn_group=config.kernel.learn_log_group,
+        ipv6=fam6 is not None,
     )
-    contents = _contents(config, facts, per, idents, usable, slot_map, spec, layout, uid)
+    contents = _contents(config, facts, per, idents, fam.usable, fam.slot_map, spec, layout, uid)
+    if fam6 is not None:
+        contents = replace(contents, **contents6(config, facts, fam6.per, idents, fam6.usable,
+                                                 fam6.slot_map))
     digest, structure = render_structure(spec)
     return Plan(
         uplinks=tuple(uplinks),
@@ -295,7 +371,7 @@ def decide(
         rules=tuple(sorted(rules)),
         mark_mask=layout.mask,
         route_protocol=config.kernel.route_protocol,
-        live_marks=frozenset(layout.mark(uid[n]) for n in names if n in usable),
+        live_marks=frozenset(layout.mark(uid[n]) for n in names if n in fam.usable),
         warnings=tuple(warnings),
         forwarding=config.kernel.ip_forward is True or (
             config.kernel.ip_forward == "auto" and bool(config.lan)),

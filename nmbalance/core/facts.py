@@ -44,6 +44,9 @@ class UplinkFacts:
     gateway6_source: GatewaySource = GatewaySource.NONE
     health: Health = Health.UP
     health_reason: str = ""
+    # IPv6's own health (ipv6 = "nat66"): from its IPv6 probe targets, apart from IPv4's.
+    health6: Health = Health.UP
+    health6_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Facts:
     # unbound socket that interface's address, so only other uplinks' addresses say
     # that a socket chose its uplink by binding to it.
     main_default: str | None = None
+    main_default6: str | None = None  # the same for IPv6
 
     def uplink(self, name: str) -> UplinkFacts:
         for facts in self.uplinks:

@@ -26,6 +26,7 @@ from nmbalance.core.health_machine import (
 class HealthChange:
     uplink: str
     transition: Transition
+    family: int = 4  # the address family whose probes and link this is about
 
     @property
     def health_changed(self) -> bool:
@@ -34,7 +35,8 @@ class HealthChange:
         return t.previous.health != t.phase.health
 
     def describe(self) -> str:
-        return f"{self.uplink} {self.transition.event}: {self.transition.reason}"
+        what = self.uplink if self.family == 4 else f"{self.uplink} IPv6"
+        return f"{what} {self.transition.event}: {self.transition.reason}"
 
 
 def link_state(static_gateway: bool, facts: UplinkFacts) -> LinkState:
@@ -50,8 +52,22 @@ def link_state(static_gateway: bool, facts: UplinkFacts) -> LinkState:
     return LinkState(True)
 
 
+def link_state6(static_gateway: bool, facts: UplinkFacts) -> LinkState:
+    """The same for IPv6: a global address and an IPv6 next hop."""
+    if not facts.present or not facts.carrier:
+        return link_state(static_gateway, facts)
+    if not any(a.version == 6 and not a.ip.is_link_local for a in facts.addresses):
+        return LinkState(False, "no global IPv6 address")
+    if not (static_gateway or facts.gateway6 is not None or facts.point_to_point):
+        return LinkState(False, "no IPv6 default route")
+    return LinkState(True)
+
+
 class HealthMonitor:
-    def __init__(self, config: Config) -> None:
+    """One family's health: IPv4 (the uplink's health) or IPv6 (its health6)."""
+
+    def __init__(self, config: Config, family: int = 4) -> None:
+        self.family = family
         self.policies: dict[str, Policy] = {}
         self.trackers: dict[str, Tracker] = {}
         self._targets: dict[str, tuple[str, ...]] = {}
@@ -62,26 +78,30 @@ class HealthMonitor:
         """Take a new config; uplinks whose name and probe targets stay keep their history."""
         trackers: dict[str, Tracker] = {}
         targets: dict[str, tuple[str, ...]] = {}
-        for u in config.uplink:
-            targets[u.name] = tuple(str(t) for t in u.probe)
+        # IPv6 health is ours to judge only under an ipv6 mode.
+        uplinks = config.uplink if self.family == 4 or config.ipv6 != "off" else []
+        for u in uplinks:
+            targets[u.name] = tuple(str(t) for t in u.probes(self.family))
             same = self._targets.get(u.name) == targets[u.name]
             trackers[u.name] = self.trackers[u.name] if same else Tracker()
         self.trackers, self._targets = trackers, targets
-        self.policies = {u.name: Policy.from_config(config.health, bool(u.probe))
-                         for u in config.uplink}
-        self._static = {u.name: u.gateway != "auto" for u in config.uplink}
+        self.policies = {u.name: Policy.from_config(config.health, bool(targets[u.name]))
+                         for u in uplinks}
+        self._static = {u.name: (u.gateway if self.family == 4 else u.gateway6) != "auto"
+                        for u in uplinks}
 
     def observe(self, uplink: str, obs: Observation, now: float) -> list[HealthChange]:
         if uplink not in self.trackers:
             return []  # a probe round that outlived a reload
         tracker, moved = step(self.policies[uplink], self.trackers[uplink], obs, now)
         self.trackers[uplink] = tracker
-        return [HealthChange(uplink, t) for t in moved]
+        return [HealthChange(uplink, t, self.family) for t in moved]
 
     def observe_links(self, facts: Facts, now: float) -> list[HealthChange]:
+        state = link_state if self.family == 4 else link_state6
         changes: list[HealthChange] = []
         for name in self.trackers:
-            changes += self.observe(name, link_state(self._static[name], facts.uplink(name)), now)
+            changes += self.observe(name, state(self._static[name], facts.uplink(name)), now)
         return changes
 
     def tick(self, now: float) -> list[HealthChange]:
@@ -109,7 +129,9 @@ class HealthMonitor:
         ups = []
         for f in facts.uplinks:
             t = self.trackers.get(f.name)
-            if t is not None:
+            if t is not None and self.family == 4:
                 f = replace(f, health=t.phase.health, health_reason=t.reason)
+            elif t is not None:
+                f = replace(f, health6=t.phase.health, health6_reason=t.reason)
             ups.append(f)
         return replace(facts, uplinks=tuple(ups))

@@ -24,6 +24,9 @@ class UplinkStatus(StrEnum):
         return self in (UplinkStatus.ACTIVE, UplinkStatus.STANDBY)
 
 
+DEAD = (UplinkStatus.DOWN, UplinkStatus.NO_GATEWAY, UplinkStatus.ABSENT)
+
+
 @dataclass(frozen=True)
 class UplinkPlan:
     name: str
@@ -39,6 +42,13 @@ class UplinkPlan:
     weight: float
     share: float  # of new connections under the global mode
     routed: bool  # has its own routing table
+    # IPv6 (ipv6 = "nat66"; status6 None: IPv6 is the system's): the same, apart.
+    status6: UplinkStatus | None = None
+    reason6: str = ""
+    gateway6: str | None = None
+    gateway6_source: str = ""
+    share6: float = 0.0
+    routed6: bool = False
 
 
 @dataclass(frozen=True, order=True)
@@ -115,8 +125,12 @@ class Plan:
     def dead_marks(self) -> frozenset[int]:
         """Uplinks that cannot carry traffic: their flows' conntrack entries may go.
         A healthy uplink left out or on standby keeps its established flows."""
-        dead = (UplinkStatus.DOWN, UplinkStatus.NO_GATEWAY, UplinkStatus.ABSENT)
-        return frozenset(u.mark for u in self.uplinks if u.status in dead)
+        return frozenset(u.mark for u in self.uplinks if u.status in DEAD)
+
+    @property
+    def dead_marks6(self) -> frozenset[int]:
+        """The same for IPv6 flows (their ct marks are the uplinks' marks too)."""
+        return frozenset(u.mark for u in self.uplinks if u.status6 in DEAD)
 
     def uplink(self, name: str) -> UplinkPlan:
         found = self.get(name)
@@ -138,6 +152,11 @@ class Plan:
                 f"dev {u.interface or '?'}{gw}; mark {u.mark:#x}; table {u.table}; "
                 f"share {u.share:.3f}"
             )
+            if u.status6 is not None:
+                gw6 = f" via {u.gateway6} ({u.gateway6_source})" if u.gateway6 else ""
+                lines.append(f"#   {u.name} IPv6: {u.status6.value}"
+                             f"{' - ' + u.reason6 if u.reason6 else ''}{gw6}; "
+                             f"share {u.share6:.3f}")
         lines += [f"# warning: {w}" for w in self.warnings]
         lines.append("# nft transaction")
         lines.append(self.nft.full_transaction().rstrip())

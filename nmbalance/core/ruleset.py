@@ -89,6 +89,7 @@ class TableSpec:
     port_forwards: tuple[PortForwardSpec, ...] = ()
     snippets: tuple[tuple[str, str], ...] = ()  # (file path, nft text)
     learn_group: int = 7700  # the NFLOG group new fastest-response destinations go to
+    ipv6: bool = False  # ipv6 = "nat66": IPv6 balanced with its own weights and masqueraded
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,12 @@ class TableContents:
     mss_clamped: tuple[str, ...] = ()  # devices whose TCP MSS is clamped to the route's MTU
     port_forward_ifaces: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     dead_sticky_sets: tuple[str, ...] = ()
+    # IPv6 (spec.ipv6): the same as the IPv4 ones above, from the uplinks' IPv6 health.
+    weights6: Mapping[str, Sequence[tuple[int, int, str]]] = field(default_factory=dict)
+    bypass6: tuple[str, ...] = ()
+    dns6: Mapping[str, str] = field(default_factory=dict)
+    source6: Mapping[str, str] = field(default_factory=dict)
+    masquerade6: tuple[str, ...] = ()
 
 
 def sticky_set(group: str, uplink: str) -> str:
@@ -207,9 +214,17 @@ def _table_body(spec: TableSpec) -> str:
     add("  set lan_sources { type ifname . ipv4_addr; flags interval; }")
     restore = ", ".join(f"{u.mark:#x} : goto {restore_chain(u.ident)}" for u in spec.uplinks)
     add(f"  map restore {{ typeof ct mark : verdict; elements = {{ {restore} }} }}")
+    if spec.ipv6:
+        add("  set bypass6 { type ipv6_addr; flags interval; auto-merge; }")
+        add("  set masq6 { type ifname; }")
+        add("  map dns6 { type ipv6_addr : verdict; }")
+        add("  map source6 { type ipv6_addr : verdict; }")
     for g in spec.groups:
         if g.kind != "enforced":
             add(f"  map w_{g.ident} {{ typeof numgen random mod {SLOTS} : verdict; flags interval; }}")
+            if spec.ipv6:
+                add(f"  map w6_{g.ident} {{ typeof numgen random mod {SLOTS} : verdict; "
+                    "flags interval; }")
         if g.kind in STICKY_KINDS:
             key = _sticky_key(g)
             for u in g.uplinks:
@@ -229,19 +244,23 @@ def _table_body(spec: TableSpec) -> str:
         add("  }")
         add(f"  chain {restore_chain(up.ident)} {{ {_set_bits(up.mark, spec.mask, 'meta mark')}; }}")
     for g in spec.groups:
-        out.extend(_group_chains(g, spec.learn_group))
+        out.extend(_group_chains(g, spec.learn_group, spec.ipv6))
     add("  chain classify {")
     add("    ip daddr @bypass4 return")
     add("    ip daddr vmap @dns4")
+    if spec.ipv6:
+        add("    ip6 daddr @bypass6 return")
+        add("    ip6 daddr vmap @dns6")
     for match, group in spec.matches:
         add(f"    {match} goto pick_{group}")
     add("    goto pick_default")
     add("  }")
     mask = f"{spec.mask:#010x}"
-    # IPv6 is left exactly as the system routes it: no mark, no NAT (IPv4 only for now).
+    # Without an ipv6 mode, IPv6 is left exactly as the system routes it: no mark, no NAT.
+    untouched6 = [] if spec.ipv6 else ["    meta nfproto ipv6 return"]
     add("  chain prerouting {")
     add("    type filter hook prerouting priority mangle; policy accept;")
-    add("    meta nfproto ipv6 return")
+    out.extend(untouched6)
     add(f"    ct mark and {mask} vmap @restore")
     add("    ct state != new return")
     add("    iifname vmap @inbound")
@@ -250,21 +269,27 @@ def _table_body(spec: TableSpec) -> str:
     add("  }")
     add("  chain output {")
     add("    type route hook output priority mangle; policy accept;")
-    add("    meta nfproto ipv6 return")
+    out.extend(untouched6)
     add(f"    ct mark and {mask} vmap @restore")
     add("    ct state != new return")
     add("    oifname \"lo\" return")
     # A socket that set its own mark (SO_MARK) chose its uplink already; ICMP
-    # (pings, our probes) follows the source-address rules of its uplink.
+    # (pings, our probes; for IPv6 neighbour discovery too) follows the
+    # source-address rules of its uplink.
     add(f"    meta mark and {mask} != 0 return")
-    add("    meta l4proto icmp return")
+    add("    meta l4proto { icmp, ipv6-icmp } return" if spec.ipv6 else
+        "    meta l4proto icmp return")
     # A socket bound to an uplink's address chose that uplink.
     add("    ip saddr vmap @source4")
+    if spec.ipv6:
+        add("    ip6 saddr vmap @source6")
     add("    goto classify")
     add("  }")
     add("  chain postrouting {")
     add("    type nat hook postrouting priority srcnat; policy accept;")
     add("    oifname @masq meta nfproto ipv4 masquerade")
+    if spec.ipv6:
+        add("    oifname @masq6 meta nfproto ipv6 masquerade")
     add("  }")
     if spec.port_forwards:
         out.extend(_port_forward_chains(spec))
@@ -283,11 +308,15 @@ def _table_body(spec: TableSpec) -> str:
     return "\n".join(out) + "\n"
 
 
-def _group_chains(g: Group, learn_group: int) -> list[str]:
+def _group_chains(g: Group, learn_group: int, ipv6: bool = False) -> list[str]:
     out = [f"  chain pick_{g.ident} {{"]
     if g.kind == "enforced":
+        # Both families: the uplink's table holds an unreachable route for one it lacks.
         out.append(f"    goto up_{g.uplinks[0]}")
     else:
+        if ipv6:
+            # IPv6 has weights of its own: an uplink's IPv6 may be dead while its IPv4 lives.
+            out.append(f"    meta nfproto ipv6 goto pick6_{g.ident}")
         if g.kind in STICKY_KINDS:
             key = _sticky_key(g)
             for u in g.uplinks:
@@ -304,6 +333,11 @@ def _group_chains(g: Group, learn_group: int) -> list[str]:
         if g.fallback:
             out.append("    goto pick_default")
     out.append("  }")
+    if ipv6 and g.kind != "enforced":
+        out += [f"  chain pick6_{g.ident} {{",
+                f"    numgen random mod {SLOTS} vmap @w6_{g.ident}",
+                *(["    goto pick6_default"] if g.fallback else []),
+                "  }"]
     if g.kind == "persistence":
         key = STICKY_KEYS[g.persistence_by]
         for u in g.uplinks:
@@ -385,6 +419,12 @@ def _elements(items: Iterable[str]) -> str:
     return ", ".join(items)
 
 
+def _slots(g: Group, ranges: Iterable[tuple[int, int, str]]) -> list[str]:
+    """A weight map's elements: each slot range to its uplink's chain."""
+    return [(f"{lo}-{hi}" if lo != hi else str(lo)) + f" : goto {pick_target(g, u)}"
+            for lo, hi, u in ranges]
+
+
 def render_contents(spec: TableSpec, contents: TableContents) -> str:
     t = spec.name
     out: list[str] = []
@@ -403,13 +443,17 @@ def render_contents(spec: TableSpec, contents: TableContents) -> str:
     for g in spec.groups:
         if g.kind == "enforced":
             continue
-        items = [
-            (f"{lo}-{hi}" if lo != hi else str(lo)) + f" : goto {pick_target(g, u)}"
-            for lo, hi, u in contents.weights.get(g.ident, ())
-        ]
-        fill("map", f"w_{g.ident}", items)
+        fill("map", f"w_{g.ident}", _slots(g, contents.weights.get(g.ident, ())))
     for name in contents.dead_sticky_sets:
         out.append(f"flush set inet {t} {name}")
+    if spec.ipv6:
+        fill("set", "bypass6", contents.bypass6)
+        fill("set", "masq6", [f'"{i}"' for i in contents.masquerade6])
+        fill("map", "dns6", [f"{a} : goto up_{u}" for a, u in contents.dns6.items()])
+        fill("map", "source6", [f"{a} : goto up_{u}" for a, u in contents.source6.items()])
+        for g in spec.groups:
+            if g.kind != "enforced":
+                fill("map", f"w6_{g.ident}", _slots(g, contents.weights6.get(g.ident, ())))
     fill("set", "lan_sources", [f'"{i}" . {p}' for i, p in contents.lan_sources])
     if spec.restrictive:
         fill("set", "forward_allowed", [f'"{a}" . {p} . "{b}" . {q}'

@@ -36,7 +36,8 @@ from nmbalance.core.adaptive import (
     metered,
 )
 from nmbalance.core.decide import decide, racing_groups
-from nmbalance.core.facts import Facts
+from nmbalance.core.decide6 import global6
+from nmbalance.core.facts import Facts, UplinkFacts
 from nmbalance.core.health_machine import Observation
 from nmbalance.core.health_monitor import HealthChange, HealthMonitor
 from nmbalance.core.managed import resolve_interfaces, with_managed
@@ -98,12 +99,14 @@ class Daemon:
         self.clock = clock
         self.notifier = notifier or Notifier()
         self.monitor = HealthMonitor(config)
+        self.monitor6 = HealthMonitor(config, 6)  # tracks nothing while ipv6 = "off"
         self.snippets = read_snippets(config)
         self.facts: Facts | None = None
         self.plan: Plan | None = None
         self.ids: dict[str, int] = {}  # uplink ids by name, kept across reloads (core.numbering)
         # Where each uplink's probes leave from: set only while it has its own table.
         self.probe_source: dict[str, AnyAddress | None] = {}
+        self.probe_source6: dict[str, AnyAddress | None] = {}  # ... and IPv6 probes
         self.disabled: set[str] = set()  # administratively down (SetUplinkEnabled)
         # The adaptive methods (core.adaptive): weights by group from the figures.
         self.measured: dict[str, dict[str, float]] = {}
@@ -121,11 +124,13 @@ class Daemon:
             debounce=lambda: self.config.daemon.debounce_ms / 1000,
             verify_interval=lambda: self.config.daemon.verify_interval)
         self.bus = bus(self, self.reconciler.request) if bus is not None else None
-        self.probe_targets = ProbeTargets(
-            self.probe_source.get, lambda name: self.facts.uplink(name) if self.facts else None,
-            self._mark)
+        self.probe_targets = ProbeTargets(self.probe_source.get, self._uplink_facts, self._mark)
         self.probes = ProbeScheduler(lambda: self.config, self.probe_targets, self._probed,
                                      prober)
+        self.probes6 = ProbeScheduler(
+            lambda: self.config, ProbeTargets(self.probe_source6.get, self._uplink_facts,
+                                              self._mark, family=6),
+            self._probed6, prober)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._timers_changed = asyncio.Event()
@@ -155,6 +160,7 @@ class Daemon:
                 tg.create_task(self._announce())
                 tg.create_task(self._follow_kernel())
                 tg.create_task(self.probes.run())
+                tg.create_task(self.probes6.run())
                 tg.create_task(self._timers())
                 tg.create_task(self._adapt())
                 tg.create_task(self._learn())
@@ -220,6 +226,9 @@ class Daemon:
                 self.reconciler.request(event.describe())
                 self.reconciler.verify(event.describe())
 
+    def _uplink_facts(self, name: str) -> UplinkFacts | None:
+        return self.facts.uplink(name) if self.facts else None
+
     def _probed(self, uplink: str, obs: Observation) -> None:
         self.stats.probe_rounds[uplink] += 1
         changes = self.monitor.observe(uplink, obs, self.clock())
@@ -227,13 +236,18 @@ class Daemon:
         if not changes:
             self._publish()  # latency and loss
 
+    def _probed6(self, uplink: str, obs: Observation) -> None:
+        self._record(self.monitor6.observe(uplink, obs, self.clock()))
+
     async def _timers(self) -> None:
         while True:
-            deadline = self.monitor.deadline()
-            timeout = None if deadline is None else max(deadline - self.clock(), 0.0)
+            deadlines = [d for m in (self.monitor, self.monitor6)
+                         if (d := m.deadline()) is not None]
+            timeout = None if not deadlines else max(min(deadlines) - self.clock(), 0.0)
             await wait_event(self._timers_changed, timeout)
             self._timers_changed.clear()
-            self._record(self.monitor.tick(self.clock()))
+            now = self.clock()
+            self._record(self.monitor.tick(now) + self.monitor6.tick(now))
 
     # --- health changes out ----------------------------------------------------------------
     def _record(self, changes: list[HealthChange]) -> None:
@@ -267,6 +281,7 @@ class Daemon:
     def _queue_hooks(self, change: HealthChange) -> None:
         t = change.transition
         env = self._uplink_env(change.uplink) | {
+            "FAMILY": str(change.family),
             "STATE": t.phase.health.value,
             "PREVIOUS_STATE": t.previous.health.value,
             "REASON": t.reason,
@@ -284,7 +299,9 @@ class Daemon:
         interfaces = resolve_interfaces(config, managed)
         facts = with_managed(config, await self.kernel.snapshot(config, interfaces), managed)
         self.facts = facts
-        self._record(self.monitor.observe_links(facts, self.clock()))
+        now = self.clock()
+        self._record(self.monitor.observe_links(facts, now)
+                     + self.monitor6.observe_links(facts, now))
         return facts
 
     def decide(self, facts: Facts, refused: Mapping[str, str]) -> Plan:
@@ -292,7 +309,7 @@ class Daemon:
         # fastest-response groups learn while the daemon runs: their weights are only
         # for the first connection to a destination, not a stand-in.
         learning: dict[str, dict[str, float]] = {key: {} for key in racing_groups(self.config)}
-        return decide(self.config, self.monitor.overlay(facts),
+        return decide(self.config, self.monitor6.overlay(self.monitor.overlay(facts)),
                       names - self.disabled if self.disabled else None, self.snippets,
                       self.ids, refused, learning | self.measured)
 
@@ -312,10 +329,16 @@ class Daemon:
             u.name: next((a.ip for a in facts.uplink(u.name).addresses if a.version == 4), None)
             for u in plan.uplinks if u.routed and facts is not None
         })
+        self.probe_source6.clear()
+        self.probe_source6.update({
+            u.name: next(iter(global6(facts.uplink(u.name))), None)
+            for u in plan.uplinks if u.routed6 and facts is not None
+        })
         for warning in plan.warnings:
             if previous is None or warning not in previous.warnings:
                 log.warning("%s", warning)
         gone = [u.name for u in plan.uplinks if u.mark in report.conntrack_flushed]
+        gone += [f"{u.name} IPv6" for u in plan.uplinks if u.mark in report.conntrack_flushed6]
         dropped = (f"; conntrack entries of {', '.join(gone)} dropped in "
                    f"{report.conntrack_ms:.1f} ms" if gone else "")
         shares_only = _shares_only(previous, plan)
@@ -486,7 +509,7 @@ class Daemon:
     def _publish(self) -> None:
         figures = self.figures()
         self.published = uplink_values(self.config, self.plan, self.facts, self.monitor,
-                                       self.disabled, figures)
+                                       self.disabled, figures, self.monitor6)
         exported = self.bus.exported if self.bus is not None else None
         if exported is not None:
             exported.publish(self.summary(), self.bus.following if self.bus else [],
@@ -531,7 +554,9 @@ class Daemon:
         if self.bus is not None:
             self.bus.sync(config, self.config_path)
         self.monitor.configure(config)
+        self.monitor6.configure(config)
         self.probes.restart()
+        self.probes6.restart()
         self._timers_changed.set()
         log.info("reloaded %s: %d uplinks, mode %s", self.config_path, len(config.uplink),
                  config.mode)
@@ -573,7 +598,7 @@ def _changed(report: ApplyReport) -> str:
     parts = [report.nft_mode] if report.nft_mode else []
     if report.routing.added or report.routing.removed:
         parts.append("routes")
-    if report.conntrack_flushed:
+    if report.conntrack_flushed or report.conntrack_flushed6:
         parts.append("conntrack")
     return ", ".join(parts)
 

@@ -17,6 +17,7 @@ its route is missing, and the others go on.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ class ApplyReport:
     # the plan from then on), and what dropping conntrack entries took after that.
     kernel_ms: float = 0.0
     conntrack_ms: float = 0.0
+    conntrack_flushed6: frozenset[int] = frozenset()  # ... of IPv6 flows
 
 
 def _blocks(text: str) -> dict[str, str]:
@@ -125,6 +127,7 @@ class Applier:
         self._full_next = False
         self._contents = ""
         self._dead: frozenset[int] | None = None  # marks of uplinks dead at the last apply
+        self._dead6: frozenset[int] | None = None  # ... and of those whose IPv6 was
         # Held open: a new libnftables context refills its cache on first use,
         # and a new conntrack socket costs ~10 ms.
         self._tables: dict[str, NftTable] = {}
@@ -164,8 +167,13 @@ class Applier:
         # one-shot apply), of those that were live until now.
         left = (plan.dead_marks - self._dead if self._dead is not None
                 else plan.dead_marks & before_live)
-        dropped = (self._conntrack.drop_marked(left, plan.mark_mask) if self.flush_conntrack
-                   else frozenset())
+        left6 = (plan.dead_marks6 - self._dead6 if self._dead6 is not None
+                 else plan.dead_marks6 & before_live)
+        dropped: frozenset[int] = frozenset()
+        dropped6: frozenset[int] = frozenset()
+        if self.flush_conntrack:
+            dropped = self._conntrack.drop_marked(left, plan.mark_mask)
+            dropped6 = self._conntrack.drop_marked(left6, plan.mark_mask, socket.AF_INET6)
         cleaned = time.perf_counter()
         broken = routing.brk(self.ipr, d, proto)
         if broken.failed:
@@ -173,9 +181,9 @@ class Applier:
         if not d.empty and (routing.owned_routes(self.ipr, proto) != want[0]
                             or routing.owned_rules(self.ipr, proto) != want[1]):
             raise ApplyError("routes or rules differ from the plan after reconcile")
-        self._routing, self._dead = want, plan.dead_marks
-        return ApplyReport(mode, made + broken, dropped, left, (placed - started) * 1000,
-                           (cleaned - placed) * 1000)
+        self._routing, self._dead, self._dead6 = want, plan.dead_marks, plan.dead_marks6
+        return ApplyReport(mode, made + broken, dropped, left | left6, (placed - started) * 1000,
+                           (cleaned - placed) * 1000, dropped6)
 
     def _router_sysctls(self, plan: Plan) -> None:
         """Forwarding on where the plan needs it; a word on rp_filter settings that
@@ -187,6 +195,12 @@ class Applier:
             if "ip_forward" not in self._warned:
                 log.warning("cannot turn on net.ipv4.ip_forward: %s", exc.strerror or exc)
                 self._warned.add("ip_forward")
+        if (plan.forwarding and plan.nft.spec.ipv6 and self.sysctls.forwarding6() == 0
+                and "forwarding6" not in self._warned):
+            log.warning("ipv6 = \"nat66\" with LANs, but net.ipv6.conf.all.forwarding is 0: "
+                        "the LANs' IPv6 is not routed (turn it on with accept_ra=2 on "
+                        "uplinks that learn their IPv6 route by router advertisement)")
+            self._warned.add("forwarding6")
         devices = {u.interface for u in plan.uplinks if u.routed and u.interface}
         for warning in self.sysctls.reverse_path_warnings(sorted(devices - self._warned)):
             log.warning("%s", warning)

@@ -107,7 +107,8 @@ def owned_routes(ipr: IPRoute, proto: int) -> set[Route]:
                 dst=f"{m.get_attr('RTA_DST') or zero}/{m['dst_len']}",
                 kind=KIND.get(m["type"], str(m["type"])),
                 gateway=m.get_attr("RTA_GATEWAY"),
-                interface=_ifname(oif),
+                # The kernel hangs an IPv6 unreachable route on lo: that is not ours.
+                interface=_ifname(oif) if m["type"] == RTN_UNICAST else None,
                 family=version,
             ))
     return out

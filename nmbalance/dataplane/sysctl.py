@@ -54,6 +54,12 @@ class Sysctls:
         """net.ipv4.ip_forward now (None: unreadable)."""
         return self._read("ip_forward")
 
+    def forwarding6(self) -> int | None:
+        """net.ipv6.conf.all.forwarding now (None: unreadable). Never turned on by us:
+        with it on, the kernel stops taking router advertisements on interfaces
+        with accept_ra=1, which is how most uplinks get their IPv6 default route."""
+        return self._read("..", "ipv6", "conf", "all", "forwarding")
+
     def enable_forwarding(self) -> bool:
         """Turn IPv4 forwarding on; True when it was off (and is now remembered so)."""
         value = self.forwarding()

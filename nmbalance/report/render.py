@@ -50,8 +50,12 @@ def render(status: dict[str, Any]) -> str:
         lines.append(uplink_line(u))
         if u["reason"]:
             lines.append(f"{'':<12} {u['reason']}")
-        if u["address6"] or u["gateway6"]:
-            via = f" via {u['gateway6']} ({u['gateway_source6']})" if u["gateway6"] else ""
+        via = f" via {u['gateway6']} ({u['gateway_source6']})" if u["gateway6"] else ""
+        if u["state6"] is not None:
+            lines.append(f"{'':<12} IPv6 {u['state6']}, share {u['share6']:.0%}: "
+                         f"{u['address6'] or '(no global address)'}{via}"
+                         + (f"; {u['reason6']}" if u["reason6"] else ""))
+        elif u["address6"] or u["gateway6"]:
             lines.append(f"{'':<12} IPv6 {u['address6'] or '(no global address)'}{via}: "
                          "the system's routes, not balanced")
         if any(not t[:1].isdigit() for t in u["probing"]):

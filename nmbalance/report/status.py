@@ -85,6 +85,9 @@ def from_daemon(answer: dict[str, Any], kernel: KernelSettings, routing: dict[st
             "address6": _known(u.get("Address6", "")),
             "gateway6": _known(u.get("Gateway6", "")),
             "gateway_source6": _known(u.get("GatewaySource6", "")),
+            "state6": u.get("State6") if u.get("State6") in STATES else None,
+            "reason6": u.get("Reason6", "") if u.get("State6") in STATES else None,
+            "share6": float(u.get("Share6", 0.0)) if u.get("State6") in STATES else None,
         }))
     return _document("daemon", kernel, any(u["mark"] for u in uplinks),
                      mode=manager.get("Mode") or None, summary=manager.get("Summary", ""),
@@ -160,7 +163,7 @@ def _row(name: str, config: Config | None, **values: Any) -> dict[str, Any]:
         "measured_share": None, "new_connections": None, "latency_ms": None,
         "loss_percent": None, "load_down_mbps": None, "load_up_mbps": None, "probing": [],
         "mark": None, "table": None, "address6": None, "gateway6": None,
-        "gateway_source6": None}
+        "gateway_source6": None, "state6": None, "reason6": None, "share6": None}
     if values.get("interface") is None:
         values.pop("interface", None)  # the configured one, while the kernel shows none
     row.update(values)

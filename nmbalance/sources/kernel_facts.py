@@ -219,9 +219,14 @@ def facts_from(
         if r.table == MAIN_TABLE and r.dst.prefixlen > 0 and r.proto != own
         and r.kind == RTN_UNICAST
     ]
-    defaults = sorted((r.metric, links[r.oif].name) for r in routes
-                      if r.table == MAIN_TABLE and r.dst.prefixlen == 0 and r.proto != own
-                      and r.kind == RTN_UNICAST and r.oif in links and r.dst.version == 4)
+
+    def main_default(version: int) -> str | None:
+        defaults = sorted((r.metric, links[r.oif].name) for r in routes
+                          if r.table == MAIN_TABLE and r.dst.prefixlen == 0 and r.proto != own
+                          and r.kind == RTN_UNICAST and r.oif in links
+                          and r.dst.version == version)
+        return defaults[0][1] if defaults else None
+
     return Facts(uplinks=tuple(uplinks), lans=tuple(lans), bypass=tuple(connected + main_specific),
-                 links=frozenset(by_name),
-                 main_default=defaults[0][1] if defaults else None)
+                 links=frozenset(by_name), main_default=main_default(4),
+                 main_default6=main_default(6))

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from statistics import median
 from typing import Protocol
 
@@ -138,6 +138,7 @@ class ProbeTargets:
     facts: Callable[[str], UplinkFacts | None]
     mark: Callable[[str], int] = lambda name: 0  # its fwmark (DNS queries are marked)
     resolver: ProbeResolver = field(default_factory=ProbeResolver)
+    family: int = 4  # which of an uplink's targets these are (Uplink.probes)
     _names: dict[str, dict[AnyAddress, str]] = field(default_factory=dict)
 
     async def expand(self, uplink: Uplink, source: AnyAddress
@@ -147,8 +148,8 @@ class ProbeTargets:
         names: dict[AnyAddress, str] = {}
         problems: list[str] = []
         facts = self.facts(uplink.name)
-        for target in uplink.probe:
-            if isinstance(target, IPv4Address):
+        for target in uplink.probes(self.family):
+            if isinstance(target, IPv4Address | IPv6Address):
                 out.append(target)
             elif target == GATEWAY_TARGET:
                 hop = _next_hop(facts)
@@ -183,10 +184,10 @@ class ProbeTargets:
             resolved = self.resolver.shown(u.name)
             hop = _next_hop(self.facts(u.name))
             out[u.name] = [
-                str(t) if isinstance(t, IPv4Address)
+                str(t) if isinstance(t, IPv4Address | IPv6Address)
                 else f"gateway = {hop or 'none'}" if t == GATEWAY_TARGET
                 else f"{t} = {resolved.get(t, 'not resolved yet')}"
-                for t in u.probe]
+                for t in u.probes(self.family)]
         return out
 
 
@@ -218,11 +219,12 @@ class ProbeScheduler:
             config = self._config()
             self.targets.resolver.keep({(u.name, t) for u in config.uplink for t in u.probe
                                         if isinstance(t, str)})
-            prober = self._sender(max(sum(len(u.probe) for u in config.uplink), 4))
+            family = self.targets.family
+            prober = self._sender(max(sum(len(u.probes(family)) for u in config.uplink), 4))
             try:
                 async with asyncio.TaskGroup() as tg:
                     for u in config.uplink:
-                        if u.probe:
+                        if u.probes(family):
                             tg.create_task(self._loop(config, u, prober))
                     tg.create_task(self._until_restart())
             except* _Restart:

@@ -1,0 +1,142 @@
+"""ipv6 = "nat66" on a dual-stack lab whose ISPs filter by source prefix (BCP38):
+LAN IPv6 balanced by weight and failed over apart from IPv4, with real traffic."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from labkit.daemon import DaemonProcess
+from labkit.lab import SERVER_ADDR6, Lab, wait_for
+from labkit.managers import Bus
+from tests.lab.conftest import FAST
+from tests.lab.test_balancing import CHI2_1PCT, chi_square
+
+
+@pytest.fixture(scope="module")
+def lab6() -> Iterator[Lab]:
+    """Three ISPs: 1 and 2 dual-stack, 3 IPv4 only."""
+    with Lab(isps=3) as built:
+        built.dual_stack((1, 2))
+        Bus(built)  # status asks the daemon over the lab's own bus
+        yield built
+
+
+@pytest.fixture
+def daemon6(lab6: Lab) -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for d in started:
+        if d.proc.poll() is None:
+            d.stop(signal.SIGKILL)
+    lab6.nmbalance("flush", "-c", lab6.write(lab6.config(ipv6=True), "flush.toml"))
+    for n in (1, 2, 3):
+        lab6.carrier(n, True)
+        lab6.ipv6_dead(n, False)
+        lab6.ipv4_dead(n, False)
+        lab6.block_probes(n, False)
+    lab6.sh(lab6.rtr, "conntrack", "-F", check=False)
+
+
+def v6(lab: Lab, count: int) -> dict[int, int]:
+    """How many of `count` IPv6 connections from the LAN each ISP carried."""
+    tally: dict[int, int] = {}
+    for source, n in lab.sources(count, server=SERVER_ADDR6).items():
+        tally[lab.isp_of(source)] = tally.get(lab.isp_of(source), 0) + n
+    return tally
+
+
+def start(lab: Lab, started: list[DaemonProcess], **kw: object) -> DaemonProcess:
+    path = lab.write(lab.config(health=FAST, ipv6=True, **kw))  # type: ignore[arg-type]
+    daemon = DaemonProcess(lab, path)
+    started.append(daemon)
+    daemon.wait_for("running:")
+    return daemon
+
+
+def status(lab: Lab) -> dict[str, dict[str, object]]:
+    out = lab.nmbalance("status", "--json")
+    assert out.returncode == 0, out.stderr
+    return {u["name"]: u for u in json.loads(out.stdout)["uplinks"]}
+
+
+def test_off_leaves_ipv6_to_the_system_and_nat66_balances_it_by_weight(lab6: Lab) -> None:
+    # ipv6 = "off": the ULA LAN has no way out (no NAT, and the ISPs drop its sources).
+    apply = lab6.nmbalance("apply", "-c", lab6.write(lab6.config()))
+    assert apply.returncode == 0, apply.stderr
+    assert v6(lab6, 20) == {0: 20}
+    # Those attempts left unmasqueraded entries that a reused source port would match.
+    lab6.sh(lab6.rtr, "conntrack", "-F", "-f", "ipv6", check=False)
+    apply = lab6.nmbalance("apply", "-c", lab6.write(lab6.config(ipv6=True, weights=(1, 3, 2))))
+    assert apply.returncode == 0, apply.stderr
+    tally = v6(lab6, 2000)
+    # ISP3 has no IPv6: ISP1 and ISP2 share IPv6 1:3; IPv4 keeps all three at 1:3:2.
+    assert set(tally) == {1, 2}, tally
+    assert chi_square(tally, {1: 1, 2: 3}) < CHI2_1PCT[1], tally
+    v4 = lab6.connections(1200)
+    assert set(v4) == {1, 2, 3} and chi_square(v4, {1: 1, 2: 3, 3: 2}) < CHI2_1PCT[2], v4
+    routes = lab6.ip(lab6.rtr, "-6", "route", "show", "table", "all", "proto", "211").stdout
+    assert "default via fe80::1 dev wan1" in routes and "default via fe80::1 dev wan2" in routes
+    assert "wan3" not in routes
+    # The router's own IPv6, bound to an uplink's address, leaves by that uplink.
+    assert lab6.sources(10, ns=lab6.rtr, bind="2001:db8:102::2", server=SERVER_ADDR6) == {
+        "2001:db8:102::2": 10}
+    shown = lab6.nmbalance("apply", "-c", lab6.write(lab6.config(ipv6=True)), "--dry-run")
+    assert "ISP3 IPv6: no-gateway - no global IPv6 address" in shown.stdout, shown.stdout
+
+
+def test_dead_ipv6_on_one_uplink_keeps_its_ipv4_and_the_reverse(
+        lab6: Lab, daemon6: list[DaemonProcess]) -> None:
+    daemon = start(lab6, daemon6)
+    assert set(v6(lab6, 200)) == {1, 2}
+    lab6.ipv6_dead(2, True)
+    daemon.wait_for("ISP2 IPv6 down", timeout=10)
+    assert wait_for(lambda: status(lab6)["ISP2"]["state6"] == "down", 5)
+    assert status(lab6)["ISP2"]["state"] == "active"
+    assert v6(lab6, 200) == {1: 200}
+    assert set(lab6.connections(300)) == {1, 2, 3}  # ISP2's IPv4 still takes its share
+    lab6.ipv6_dead(2, False)
+    assert wait_for(lambda: status(lab6)["ISP2"]["state6"] == "active", 15)
+    assert set(v6(lab6, 200)) == {1, 2}
+    # The reverse: ISP1's IPv4 dies, its IPv6 stays in rotation.
+    lab6.ipv4_dead(1, True)
+    daemon.wait_for("ISP1 down", timeout=10)
+    assert 1 not in lab6.connections(300)
+    assert set(v6(lab6, 200)) == {1, 2}
+    assert status(lab6)["ISP1"]["state6"] == "active"
+
+
+def test_carrier_loss_takes_both_families_out_and_back_and_a_stream_survives(
+        lab6: Lab, daemon6: list[DaemonProcess]) -> None:
+    daemon = start(lab6, daemon6, weights=(1, 1, 1))
+    stream, port = lab6.start_stream(8, server=SERVER_ADDR6)
+    assert wait_for(lambda: lab6.isp_of(_masqueraded(lab6, port)) in (1, 2), 3)
+    kept = lab6.isp_of(_masqueraded(lab6, port))
+    failed = 3 - kept
+    lab6.carrier(3, False)  # an IPv4-only uplink's failure moves no IPv6 flow either
+    lab6.carrier(failed, False)
+    daemon.wait_for(f"ISP{failed} IPv6 down", timeout=10)
+    assert v6(lab6, 100) == {kept: 100}
+    assert failed not in lab6.connections(100)
+    lab6.carrier(failed, True)
+    lab6.carrier(3, True)
+    assert wait_for(lambda: status(lab6)[f"ISP{failed}"]["state6"] == "active", 20), (
+        status(lab6), daemon.text()[-2000:])
+    assert set(v6(lab6, 100)) == {1, 2}
+    stream.wait(20)
+    assert stream.stdout is not None
+    result = json.loads(stream.stdout.readline())
+    # The stream through the uplink that stayed never noticed the other's failure.
+    assert result["received"] == result["sent"] and result["largest_gap_ms"] < 1000, result
+
+
+def _masqueraded(lab: Lab, port: int) -> str:
+    """The address the LAN's IPv6 flow from `port` was masqueraded to: the
+    destination of its reply direction in conntrack."""
+    out = lab.sh(lab.rtr, "conntrack", "-L", "-f", "ipv6", "-p", "tcp", "--sport",
+                 str(port), check=False).stdout
+    dsts = [f.split("=", 1)[1] for f in out.split() if f.startswith("dst=")]
+    return dsts[-1] if len(dsts) > 1 else ""
