@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from labkit.daemon import DaemonProcess
-from labkit.lab import SERVER_ADDR6, Lab, wait_for
+from labkit.lab import SERVER_ADDR6, Lab, isp_net6, wait_for
 from labkit.managers import Bus
 from tests.lab.conftest import FAST
 from tests.lab.test_balancing import CHI2_1PCT, chi_square
@@ -140,3 +141,64 @@ def _masqueraded(lab: Lab, port: int) -> str:
                  str(port), check=False).stdout
     dsts = [f.split("=", 1)[1] for f in out.split() if f.startswith("dst=")]
     return dsts[-1] if len(dsts) > 1 else ""
+
+
+def test_ipv4_only_and_ipv6_only_uplinks_mix_in_one_config(lab6: Lab) -> None:
+    # ISP2 loses its IPv4 (an IPv6-only uplink); ISP3 never had IPv6.
+    lab6.ip(lab6.rtr, "addr", "del", "10.102.0.2/24", "dev", "wan2")
+    try:
+        path = lab6.write(lab6.config(ipv6=True, weights=(1, 1, 1)))
+        shown = lab6.nmbalance("apply", "-c", path, "--dry-run").stdout
+        assert "ISP2: no-gateway" in shown and "ISP2 IPv6: active" in shown, shown
+        assert "ISP3: active" in shown and "ISP3 IPv6: no-gateway" in shown, shown
+        assert lab6.nmbalance("apply", "-c", path).returncode == 0
+        assert set(lab6.connections(300)) == {1, 3}
+        assert set(v6(lab6, 300)) == {1, 2}
+    finally:
+        lab6.ip(lab6.rtr, "addr", "add", "10.102.0.2/24", "dev", "wan2", check=False)
+        lab6.ip(lab6.rtr, "route", "add", "default", "via", "10.102.0.1", "dev", "wan2",
+                "metric", "102", check=False)
+
+
+UPLOAD = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 8000), timeout=10)
+s.sendall(b"E")
+data = bytes(300_000)
+s.sendall(data)
+got = 0
+while got < len(data):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    got += len(chunk)
+print(got)
+"""
+
+
+def test_packet_too_big_reaches_the_lan_host_through_nat66(lab6: Lab) -> None:
+    """Past each ISP the path takes 1280 bytes only: the ISP's ICMPv6 Packet Too Big,
+    sent to the masqueraded address, must be translated back to the LAN host, or
+    full-size segments vanish and the upload stalls."""
+    apply = lab6.nmbalance("apply", "-c", lab6.write(lab6.config(ipv6=True, weights=(1, 1, 1))))
+    assert apply.returncode == 0, apply.stderr
+    links = [(lab6.isp(n), "inet") for n in (1, 2)] + [(lab6.inet, f"isp{n}") for n in (1, 2)]
+    for ns, dev in links:
+        lab6.ip(ns, "link", "set", dev, "mtu", "1280")
+    # The server still offers a full-size MSS, as a server behind a wider link would.
+    for n in (1, 2):
+        lab6.ip(lab6.inet, "-6", "route", "replace", f"{isp_net6(n)}/64", "via",
+                f"2001:db8:2{n:02d}::1", "advmss", "1440")
+    try:
+        for _ in range(2):  # a new connection each time: either uplink
+            up = lab6.sh(lab6.lan, sys.executable, "-c", UPLOAD, SERVER_ADDR6, check=False)
+            assert up.stdout.strip() == "300000", (up.stdout, up.stderr)
+        cached = lab6.ip(lab6.lan, "-6", "route", "get", SERVER_ADDR6).stdout
+        assert "mtu 1280" in cached, cached
+    finally:
+        for ns, dev in links:
+            lab6.ip(ns, "link", "set", dev, "mtu", "1500")
+        for n in (1, 2):
+            lab6.ip(lab6.inet, "-6", "route", "replace", f"{isp_net6(n)}/64", "via",
+                    f"2001:db8:2{n:02d}::1")
+        lab6.ip(lab6.lan, "-6", "route", "flush", "cache", check=False)

@@ -1,0 +1,131 @@
+"""ipv6 = "nat66" in decide(): each family's decision apart, and what it asks of the
+kernel. Pure: facts built by hand."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv6Address, ip_interface
+
+import pytest
+
+from nmbalance.config import load_config_text
+from nmbalance.core.decide import decide
+from nmbalance.core.facts import Facts, GatewaySource, Health, UplinkFacts
+from nmbalance.core.health_monitor import HealthMonitor
+from nmbalance.core.plan import Route, RoutingRule, UplinkStatus
+
+CONFIG = """ipv6 = "nat66"
+snippets_dir = ""
+[[uplink]]
+name = "A"
+interface = "wan1"
+weight = 1
+probe = ["198.51.100.1", "2001:db8:ff:1::1"]
+[[uplink]]
+name = "B"
+interface = "wan2"
+weight = 3
+[[uplink]]
+name = "C"
+interface = "wan3"
+weight = 2
+"""
+
+
+def up(n: int, six: bool = True, **kw: object) -> UplinkFacts:
+    addrs = [ip_interface(f"10.10{n}.0.2/24"), ip_interface(f"fe80::{n}/64")]
+    if six:
+        addrs.append(ip_interface(f"2001:db8:10{n}::2/64"))
+    base: dict[str, object] = dict(
+        name="ABC"[n - 1], interface=f"wan{n}", present=True, carrier=True,
+        addresses=tuple(addrs), gateway=IPv4Address(f"10.10{n}.0.1"),
+        gateway_source=GatewaySource.KERNEL,
+        gateway6=IPv6Address("fe80::1") if six else None,
+        gateway6_source=GatewaySource.KERNEL if six else GatewaySource.NONE)
+    base.update(kw)
+    return UplinkFacts(**base)  # type: ignore[arg-type]
+
+
+def facts(*ups: UplinkFacts) -> Facts:
+    return Facts(uplinks=ups, links=frozenset(u.interface or "" for u in ups),
+                 main_default="wan1", main_default6="wan1")
+
+
+def test_each_family_is_decided_apart() -> None:
+    config = load_config_text(CONFIG, "t.toml")
+    plan = decide(config, facts(up(1), up(2, health6=Health.DOWN, health6_reason="no reply"),
+                                up(3, six=False)))
+    a, b, c = (plan.uplink(n) for n in "ABC")
+    assert (a.status, a.status6) == (UplinkStatus.ACTIVE, UplinkStatus.ACTIVE)
+    assert (b.status, b.status6, b.reason6) == (UplinkStatus.ACTIVE, UplinkStatus.DOWN, "no reply")
+    assert (c.status6, c.reason6) == (UplinkStatus.NO_GATEWAY, "no global IPv6 address")
+    assert a.share6 == 1.0 and b.share6 == 0.0 and round(b.share, 3) == 0.5
+    assert plan.dead_marks == frozenset() and plan.dead_marks6 == {b.mark, c.mark}
+    # IPv6 tables: B keeps its own while its probes say down (they need it to see it
+    # come back); C, with no IPv6, has none.
+    assert Route(a.table, "::/0", gateway="fe80::1", interface="wan1", family=6) in plan.routes
+    assert Route(b.table, "::/0", gateway="fe80::1", interface="wan2", family=6) in plan.routes
+    assert not any(r.family == 6 and r.table == c.table for r in plan.routes)
+    assert Route(b.table, "0.0.0.0/0", gateway="10.102.0.1", interface="wan2") in plan.routes
+    six = {r for r in plan.rules if r.family == 6}
+    assert RoutingRule(7700, 254, family=6, suppress_prefixlength=0) in six
+    assert any(r.src == "2001:db8:101::2/128" for r in six)
+    assert not any(r.src and r.src.startswith("fe80") for r in six)  # link-local names none
+    text = plan.nft.full_transaction()
+    assert "meta nfproto ipv6 goto pick6_default" in text
+    assert "oifname @masq6 meta nfproto ipv6 masquerade" in text
+    assert "meta nfproto ipv6 return" not in text
+    assert "add element inet nmbalance w6_default { 0-999 : goto up_A }" in text
+    # The main table's default uplink's address is no sign of a choice; others' are.
+    assert "add element inet nmbalance source6 { 2001:db8:102::2 : goto up_B }" in text
+    assert "fe80::/10" in text and "ff00::/8" in text  # never balanced
+
+
+def test_enforced_keeps_ipv6_off_other_uplinks_when_its_own_is_dead() -> None:
+    config = load_config_text(CONFIG.replace('ipv6 = "nat66"', 'ipv6 = "nat66"\nmode = "enforced"'),
+                              "t.toml")
+    plan = decide(config, facts(up(1, six=False), up(2), up(3)))
+    a = plan.uplink("A")
+    assert Route(a.table, "::/0", kind="unreachable", family=6) in plan.routes
+    assert any(r.family == 6 and r.fwmark == a.mark for r in plan.rules)
+
+
+def test_off_leaves_the_ruleset_and_routes_ipv4_only() -> None:
+    config = load_config_text(CONFIG.replace('ipv6 = "nat66"\n', "").replace(
+        ', "2001:db8:ff:1::1"', ""), "t.toml")
+    plan = decide(config, facts(up(1), up(2), up(3)))
+    assert all(r.family == 4 for r in (*plan.routes, *plan.rules))
+    assert "meta nfproto ipv6 return" in plan.nft.structure and "w6_" not in plan.nft.structure
+    assert all(u.status6 is None for u in plan.uplinks)
+
+
+@pytest.mark.parametrize(("edit", "where", "why"), [
+    (('ipv6 = "nat66"', 'ipv6 = "npt"'), "t.toml:1: ipv6", "not available yet"),
+    (('ipv6 = "nat66"', 'ipv6 = "nat66"\nmode = "persistence"'), "mode",
+     "cannot balance IPv6 yet"),
+    (('ipv6 = "nat66"\n', ""), "uplink[0].probe", "set ipv6 = \"nat66\""),
+    (('"2001:db8:ff:1::1"', '"fe80::1"'), "uplink[0].probe", "link-local"),
+    (('"2001:db8:ff:1::1"', '"2001:db8::1%eth0"'), "uplink[0].probe", "scope id"),
+])
+def test_ipv6_inputs_that_dont_fit_are_refused(edit: tuple[str, str], where: str,
+                                               why: str) -> None:
+    with pytest.raises(Exception) as caught:
+        load_config_text(CONFIG.replace(*edit), "t.toml")
+    assert where in str(caught.value) and why in str(caught.value), caught.value
+
+
+def test_ipv6_health_is_tracked_from_ipv6_targets_only() -> None:
+    config = load_config_text(CONFIG, "t.toml")
+    four, six = HealthMonitor(config), HealthMonitor(config, 6)
+    assert four.policies["A"].probed and six.policies["A"].probed
+    assert not six.policies["B"].probed  # no IPv6 targets: its link decides
+    f = facts(up(1), up(2, gateway6=None, gateway6_source=GatewaySource.NONE), up(3))
+    changes = six.observe_links(f, 0.0)
+    assert [(c.uplink, c.describe()) for c in changes] == [
+        ("B", "B IPv6 down: no IPv6 default route")]
+    overlaid = six.overlay(f).uplink("B")
+    assert overlaid.health6 is Health.DOWN and overlaid.health is Health.UP
+    off = load_config_text(CONFIG.replace('ipv6 = "nat66"\n', "").replace(
+        ', "2001:db8:ff:1::1"', ""), "t.toml")
+    assert HealthMonitor(off, 6).trackers == {}
+    assert replace(f, main_default6=None).main_default6 is None
