@@ -151,6 +151,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.config}: OK ({_count(config.uplink, 'uplink')}, {_count(config.lan, 'LAN')}, "
           f"{_count(config.rule, 'rule')}, mode {config.mode}"
+          f"{', ipv6 ' + config.ipv6 if config.ipv6 != 'off' else ''}"
           f"{', firewall restrictive' if config.firewall.restrictive else ''})")
     if Path(args.config).is_file() and looks_legacy(Path(args.config).read_text(errors="replace")):
         print("  read as Net-ISP-Balance's balance.conf (`nmbalance convert` writes it as TOML)")

@@ -52,8 +52,8 @@ def usable_address(value: object, what: str = "an address") -> AnyAddress:
 
 def ipv4_only(addr: AnyAddress, what: str) -> IPv4Address:
     if not isinstance(addr, IPv4Address):
-        raise ValueError(f"{what} {addr} is IPv6: nmbalance balances IPv4 only for now, and "
-                         "leaves IPv6 to the system's own routing")
+        raise ValueError(f"{what} {addr} is IPv6 and this field takes IPv4 (IPv6 has "
+                         "gateway6 and IPv6 probe targets, with ipv6 = \"nat66\")")
     return addr
 
 
@@ -83,8 +83,8 @@ def network(value: object, what: str = "a prefix") -> AnyNetwork:
 def ipv4_network(value: object, what: str = "a prefix") -> IPv4Network:
     net = network(value, what)
     if not isinstance(net, IPv4Network):
-        raise ValueError(f"{what} {net} is IPv6: nmbalance balances IPv4 only for now, and "
-                         "leaves IPv6 to the system's own routing")
+        raise ValueError(f"{what} {net} is IPv6 and this field takes IPv4 (IPv6 has "
+                         "gateway6 and IPv6 probe targets, with ipv6 = \"nat66\")")
     return net
 
 

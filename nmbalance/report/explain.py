@@ -40,7 +40,7 @@ def connection(dst: str, src: str | None, proto: str | None, sport: int | None,
     return Connection(target, source, proto, sport, dport, iif)
 
 
-IPV6 = Explanation(("IPv6: nmbalance balances IPv4 only so far; the system's routes decide",),
+IPV6 = Explanation(("IPv6 with ipv6 = \"off\": the system's routes decide",),
                    balanced=False)
 
 
@@ -49,9 +49,19 @@ def explain_now(config: Config, c: Connection | None) -> Explanation:
     from nmbalance.dataplane.nft import NftTable
     from nmbalance.oneshot import observe
 
-    if c is None:
+    if c is None and config.ipv6 == "off":
         return IPV6
     _, plan = observe(config)
+    if c is None:
+        # The daemon's shares where one runs: they follow its IPv6 probes.
+        running = daemon_status()
+        shares = ({u.get("Name", ""): float(u.get("Share6", 0.0)) for u in running["uplinks"]}
+                  if running else {u.name: u.share6 for u in plan.uplinks})
+        return Explanation(
+            ("IPv6 under ipv6 = \"nat66\": the global mode's IPv6 shares, "
+             + ("the daemon's" if running else "from the uplinks as found now (no daemon)")
+             + "; explain walks rules and bypasses for IPv4 only so far",),
+            distribution={name: share for name, share in shares.items() if share > 0})
     state = NftTable(config.kernel.table).read()
     applied = state is not None and state.digest == plan.nft.digest
     answer = daemon_status()

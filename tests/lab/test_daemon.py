@@ -235,7 +235,7 @@ def test_hooks_run_with_the_event_environment_and_a_hung_hook_is_killed(
     lines = wait_for_file(out / "down.env").read_text().splitlines()
     env = dict(line.split("=", 1) for line in lines if "=" in line)
     assert env["EVENT"] == "down" and env["UPLINK"] == "ISP2" and env["INTERFACE"] == "wan2"
-    assert env["STATE"] == "down" and env["PREVIOUS_STATE"] == "up"
+    assert env["STATE"] == "down" and env["PREVIOUS_STATE"] == "up" and env["FAMILY"] == "4"
     assert env["REASON"] == "no carrier" and env["GATEWAY"] == isp_gateway(2)
     assert env["ADDRESS"] == "10.102.0.2"
     assert not (out / "writable-ran").exists()

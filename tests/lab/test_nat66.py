@@ -15,6 +15,7 @@ from labkit.lab import SERVER_ADDR6, Lab, isp_net6, wait_for
 from labkit.managers import Bus
 from tests.lab.conftest import FAST
 from tests.lab.test_balancing import CHI2_1PCT, chi_square
+from tests.lab.test_daemon import wait_for_file, write_hook
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,10 @@ def v6(lab: Lab, count: int) -> dict[int, int]:
 
 
 def start(lab: Lab, started: list[DaemonProcess], **kw: object) -> DaemonProcess:
-    path = lab.write(lab.config(health=FAST, ipv6=True, **kw))  # type: ignore[arg-type]
+    hooks = lab.workdir / "hooks"
+    write_hook(hooks / "down", "10-env", f"env > {lab.workdir}/down$FAMILY-$UPLINK.env\n")
+    path = lab.write(lab.config(health=FAST, ipv6=True, **kw)  # type: ignore[arg-type]
+                     + f'[daemon]\nhooks_dir = "{hooks}"\n')
     daemon = DaemonProcess(lab, path)
     started.append(daemon)
     daemon.wait_for("running:")
@@ -98,6 +102,11 @@ def test_dead_ipv6_on_one_uplink_keeps_its_ipv4_and_the_reverse(
     assert wait_for(lambda: status(lab6)["ISP2"]["state6"] == "down", 5)
     assert status(lab6)["ISP2"]["state"] == "active"
     assert v6(lab6, 200) == {1: 200}
+    env = wait_for_file(lab6.workdir / "down6-ISP2.env").read_text()
+    assert "EVENT=down" in env and "FAMILY=6" in env, env
+    explained = lab6.nmbalance("explain", "-c", str(lab6.workdir / "nmbalance.toml"),
+                               "--dst", SERVER_ADDR6).stdout
+    assert "ISP1 100.0%" in explained and "ISP2" not in explained, explained
     assert set(lab6.connections(300)) == {1, 2, 3}  # ISP2's IPv4 still takes its share
     lab6.ipv6_dead(2, False)
     assert wait_for(lambda: status(lab6)["ISP2"]["state6"] == "active", 15)
