@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, collapse_addresses
 
 from nmbalance.config.model import Config, Rule, Uplink
-from nmbalance.core.decide6 import contents6, gateway6, why_unrouted6
+from nmbalance.core.decide6 import contents6, gateway6, local_networks, why_unrouted6
 from nmbalance.core.facts import Facts, GatewaySource, Health, UplinkFacts
 from nmbalance.core.matching import rule_matches
 from nmbalance.core.numbering import Layout, assign, layout_of
@@ -420,11 +420,7 @@ def _contents(
 ) -> TableContents:
     present = {u.name: per[u.name].interface or u.interface
                for u in config.uplink if per[u.name].facts.present}
-    bypass: list[AnyNetwork] = [*facts.bypass, *(r.to for r in config.route)]
-    for lan in facts.lans:
-        bypass += lan.prefixes
-    for d in per.values():
-        bypass += [a.network for a in d.facts.addresses]
+    bypass = local_networks(facts, per, [r.to for r in config.route])
     dns4: dict[str, str] = {}
     for u in config.uplink:
         # Only uplinks that take traffic: a dead one's DNS server would be unreachable.

@@ -3,7 +3,7 @@ the IPv6 contents of the table. Pure, like decide()."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv6Address, IPv6Network, collapse_addresses
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,18 @@ def why_unrouted6(f: UplinkFacts, gateway: str | None) -> tuple[str, bool]:
     return "no IPv6 default route", True
 
 
+def local_networks(facts: Facts, per: Mapping[str, Decision],
+                   more: Iterable[AnyNetwork]) -> list[AnyNetwork]:
+    """What is never balanced, either family: the main table's connected networks and
+    specific routes, the LANs' and the uplinks' own networks, and `more`."""
+    out: list[AnyNetwork] = [*facts.bypass, *more]
+    for lan in facts.lans:
+        out += lan.prefixes
+    for d in per.values():
+        out += [a.network for a in d.facts.addresses]
+    return out
+
+
 def _collapse6(networks: list[AnyNetwork]) -> tuple[str, ...]:
     v6 = [n for n in networks if isinstance(n, IPv6Network) and n.prefixlen > 0]
     return tuple(str(n) for n in collapse_addresses(v6))
@@ -52,11 +64,7 @@ def contents6(config: Config, facts: Facts, per: Mapping[str, Decision],
               idents: Mapping[str, str], usable: set[str],
               slot_map: Mapping[str, list[tuple[int, int, str]]]) -> dict[str, Any]:
     """The IPv6 fields of TableContents (the IPv4 ones' counterparts in _contents)."""
-    bypass: list[AnyNetwork] = [*facts.bypass, *NEVER_BALANCED6]
-    for lan in facts.lans:
-        bypass += lan.prefixes
-    for d in per.values():
-        bypass += [a.network for a in d.facts.addresses]
+    bypass = local_networks(facts, per, NEVER_BALANCED6)
     dns6: dict[str, str] = {}
     for u in config.uplink:
         if per[u.name].routed and u.name in usable:
