@@ -428,8 +428,8 @@ class Config(Strict):
 
 
 Loc = tuple[str | int, ...]
-# Methods whose sticky entries and races are keyed by IPv4 addresses.
-IPV4_ONLY_METHODS = ("persistence", "fastest-response")
+# Methods whose races are made over IPv4 only.
+IPV4_ONLY_METHODS = ("fastest-response",)
 
 
 def _ipv6_problems(config: Config) -> list[tuple[Loc, str]]:
@@ -451,7 +451,7 @@ def _ipv6_problems(config: Config) -> list[tuple[Loc, str]]:
     users += [(("rule", i, "method"), r.method) for i, r in enumerate(config.rule)]
     for loc, method in users:
         if method in IPV4_ONLY_METHODS:
-            problems.append((loc, f"method {method!r} keys its choices by IPv4 address and "
+            problems.append((loc, f"method {method!r} races destinations over IPv4 only and "
                              f"cannot balance IPv6 yet (ipv6 = {config.ipv6!r}): use another "
                              "method, or ipv6 = \"off\""))
     return problems

@@ -22,6 +22,7 @@ from nmbalance.core.plan import (
 )
 from nmbalance.core.ruleset import (
     DEFAULT_GROUP,
+    STICKY6_PREFIX,
     Group,
     MarkedUplink,
     PortForwardSpec,
@@ -360,7 +361,7 @@ def decide(
     contents = _contents(config, facts, per, idents, fam.usable, fam.slot_map, spec, layout, uid)
     if fam6 is not None:
         contents = replace(contents, **contents6(config, facts, fam6.per, idents, fam6.usable,
-                                                 fam6.slot_map))
+                                                 fam6.slot_map, spec))
     digest, structure = render_structure(spec)
     return Plan(
         uplinks=tuple(uplinks),
@@ -458,7 +459,7 @@ def _contents(
     }
     live_idents = {idents[n] for n in usable}
     dead = tuple(sorted(name for name, owner in sticky_sets(spec).items()
-                        if owner not in live_idents))
+                        if owner not in live_idents and not name.startswith(STICKY6_PREFIX)))
     return TableContents(
         live=tuple(sorted(layout.mark(uid[n]) for n in usable)),
         weights=slot_map,

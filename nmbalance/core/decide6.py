@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from nmbalance.config.model import Config, Uplink
 from nmbalance.core.facts import Facts, GatewaySource, UplinkFacts
+from nmbalance.core.ruleset import STICKY6_PREFIX, TableSpec, sticky_sets
 from nmbalance.inet import AnyNetwork
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ def _collapse6(networks: list[AnyNetwork]) -> tuple[str, ...]:
 
 def contents6(config: Config, facts: Facts, per: Mapping[str, Decision],
               idents: Mapping[str, str], usable: set[str],
-              slot_map: Mapping[str, list[tuple[int, int, str]]]) -> dict[str, Any]:
+              slot_map: Mapping[str, list[tuple[int, int, str]]], spec: TableSpec
+              ) -> dict[str, Any]:
     """The IPv6 fields of TableContents (the IPv4 ones' counterparts in _contents)."""
     bypass = local_networks(facts, per, NEVER_BALANCED6)
     dns6: dict[str, str] = {}
@@ -77,5 +79,8 @@ def contents6(config: Config, facts: Facts, per: Mapping[str, Decision],
                for a in global6(per[u.name].facts)}
     masq6 = tuple(d.interface for u in config.uplink
                   if u.masquerade and (d := per[u.name]).facts.present and d.interface)
+    live6 = {idents[n] for n in usable}
+    dead6 = tuple(sorted(name for name, owner in sticky_sets(spec).items()
+                         if name.startswith(STICKY6_PREFIX) and owner not in live6))
     return {"weights6": dict(slot_map), "bypass6": _collapse6(bypass), "dns6": dns6,
-            "source6": source6, "masquerade6": masq6}
+            "source6": source6, "masquerade6": masq6, "dead_sticky_sets6": dead6}

@@ -43,6 +43,9 @@ def restore_chain(uplink: str) -> str:
     return f"rs_{uplink}"
 
 STICKY_KEYS = {"source": "ip saddr", "destination": "ip daddr", "pair": "ip saddr . ip daddr"}
+STICKY_KEYS6 = {"source": "ip6 saddr", "destination": "ip6 daddr",
+                "pair": "ip6 saddr . ip6 daddr"}
+STICKY6_PREFIX = "st6_"  # IPv6 persistence's sets: an uplink's IPv6 may die alone
 
 
 @dataclass(frozen=True)
@@ -117,10 +120,11 @@ class TableContents:
     dns6: Mapping[str, str] = field(default_factory=dict)
     source6: Mapping[str, str] = field(default_factory=dict)
     masquerade6: tuple[str, ...] = ()
+    dead_sticky_sets6: tuple[str, ...] = ()  # IPv6 persistence's, of uplinks whose IPv6 is out
 
 
-def sticky_set(group: str, uplink: str) -> str:
-    return f"st_{group}__{uplink}"
+def sticky_set(group: str, uplink: str, family: int = 4) -> str:
+    return f"st_{group}__{uplink}" if family == 4 else f"{STICKY6_PREFIX}{group}__{uplink}"
 
 
 # Groups whose sets of entries pin traffic to an uplink: learned by the datapath
@@ -129,20 +133,22 @@ STICKY_KINDS = ("persistence", "fastest")
 LEARN_PREFIX = "nmb:"  # the log prefix of a new fastest-response destination: nmb:GROUP
 
 
+def _sticky_groups(spec: TableSpec) -> list[tuple[Group, int]]:
+    """Each group with sticky sets, once per family it has them for."""
+    out = [(g, 4) for g in spec.groups if g.kind in STICKY_KINDS]
+    return out + [(g, 6) for g in spec.groups if spec.ipv6 and g.kind == "persistence"]
+
+
 def sticky_sets(spec: TableSpec) -> dict[str, str]:
     """Every sticky set name -> the uplink ident its members are pinned to."""
-    return {
-        sticky_set(g.ident, u): u
-        for g in spec.groups
-        if g.kind in STICKY_KINDS
-        for u in g.uplinks
-    }
+    return {sticky_set(g.ident, u, family): u
+            for g, family in _sticky_groups(spec) for u in g.uplinks}
 
 
 def sticky_timeouts(spec: TableSpec) -> dict[str, int]:
     """Every sticky set name -> its timeout in seconds."""
-    return {sticky_set(g.ident, u): g.persistence_timeout
-            for g in spec.groups if g.kind in STICKY_KINDS for u in g.uplinks}
+    return {sticky_set(g.ident, u, family): g.persistence_timeout
+            for g, family in _sticky_groups(spec) for u in g.uplinks}
 
 
 def asked_set(group: str) -> str:
@@ -155,8 +161,8 @@ LEARN_RATE = 100  # new destinations a second at most: a scan must not make us r
 LEARN_BURST = 500  # ... after a burst of this many (a page that opens many hosts at once)
 
 
-def learn_chain(group: str, uplink: str) -> str:
-    return f"learn_{group}__{uplink}"
+def learn_chain(group: str, uplink: str, family: int = 4) -> str:
+    return f"learn_{group}__{uplink}" if family == 4 else f"learn6_{group}__{uplink}"
 
 
 def new_counter(uplink: str) -> str:
@@ -174,9 +180,11 @@ def up_chain(uplink: str) -> str:
     return f"up_{uplink}"
 
 
-def pick_target(group: Group, uplink: str) -> str:
-    """The chain a group's weight map sends a new connection to for `uplink`."""
-    return learn_chain(group.ident, uplink) if group.kind == "persistence" else up_chain(uplink)
+def pick_target(group: Group, uplink: str, family: int = 4) -> str:
+    """The chain a group's weight map (of that family) sends a new connection to for
+    `uplink`."""
+    return (learn_chain(group.ident, uplink, family) if group.kind == "persistence"
+            else up_chain(uplink))
 
 
 def _set_bits(mark: int, mask: int, what: str) -> str:
@@ -230,6 +238,11 @@ def _table_body(spec: TableSpec) -> str:
             for u in g.uplinks:
                 add(f"  set {sticky_set(g.ident, u)} {{ typeof {key}; "
                     f"flags dynamic,timeout; timeout {g.persistence_timeout}s; }}")
+        if g.kind == "persistence" and spec.ipv6:
+            for u in g.uplinks:
+                add(f"  set {sticky_set(g.ident, u, 6)} {{ typeof "
+                    f"{STICKY_KEYS6[g.persistence_by]}; flags dynamic,timeout; "
+                    f"timeout {g.persistence_timeout}s; }}")
         if g.kind == "fastest" and g.race:
             add(f"  set {asked_set(g.ident)} {{ typeof ip daddr; flags dynamic,timeout; "
                 f"timeout {ASKED_TIMEOUT}s; size 65536; }}")
@@ -334,17 +347,22 @@ def _group_chains(g: Group, learn_group: int, ipv6: bool = False) -> list[str]:
             out.append("    goto pick_default")
     out.append("  }")
     if ipv6 and g.kind != "enforced":
+        key6 = STICKY_KEYS6[g.persistence_by]
         out += [f"  chain pick6_{g.ident} {{",
+                *([f"    {key6} @{sticky_set(g.ident, u, 6)} goto up_{u}" for u in g.uplinks]
+                  if g.kind == "persistence" else []),
                 f"    numgen random mod {SLOTS} vmap @w6_{g.ident}",
                 *(["    goto pick6_default"] if g.fallback else []),
                 "  }"]
     if g.kind == "persistence":
-        key = STICKY_KEYS[g.persistence_by]
-        for u in g.uplinks:
-            out.append(f"  chain {learn_chain(g.ident, u)} {{")
-            out.append(f"    update @{sticky_set(g.ident, u)} {{ {key} }}")
-            out.append(f"    goto up_{u}")
-            out.append("  }")
+        families = ((4, STICKY_KEYS), (6, STICKY_KEYS6)) if ipv6 else ((4, STICKY_KEYS),)
+        for family, keys in families:
+            for u in g.uplinks:
+                out.append(f"  chain {learn_chain(g.ident, u, family)} {{")
+                out.append(f"    update @{sticky_set(g.ident, u, family)} "
+                           f"{{ {keys[g.persistence_by]} }}")
+                out.append(f"    goto up_{u}")
+                out.append("  }")
     return out
 
 
@@ -419,9 +437,9 @@ def _elements(items: Iterable[str]) -> str:
     return ", ".join(items)
 
 
-def _slots(g: Group, ranges: Iterable[tuple[int, int, str]]) -> list[str]:
+def _slots(g: Group, ranges: Iterable[tuple[int, int, str]], family: int = 4) -> list[str]:
     """A weight map's elements: each slot range to its uplink's chain."""
-    return [(f"{lo}-{hi}" if lo != hi else str(lo)) + f" : goto {pick_target(g, u)}"
+    return [(f"{lo}-{hi}" if lo != hi else str(lo)) + f" : goto {pick_target(g, u, family)}"
             for lo, hi, u in ranges]
 
 
@@ -444,7 +462,7 @@ def render_contents(spec: TableSpec, contents: TableContents) -> str:
         if g.kind == "enforced":
             continue
         fill("map", f"w_{g.ident}", _slots(g, contents.weights.get(g.ident, ())))
-    for name in contents.dead_sticky_sets:
+    for name in (*contents.dead_sticky_sets, *contents.dead_sticky_sets6):
         out.append(f"flush set inet {t} {name}")
     if spec.ipv6:
         fill("set", "bypass6", contents.bypass6)
@@ -453,7 +471,7 @@ def render_contents(spec: TableSpec, contents: TableContents) -> str:
         fill("map", "source6", [f"{a} : goto up_{u}" for a, u in contents.source6.items()])
         for g in spec.groups:
             if g.kind != "enforced":
-                fill("map", f"w6_{g.ident}", _slots(g, contents.weights6.get(g.ident, ())))
+                fill("map", f"w6_{g.ident}", _slots(g, contents.weights6.get(g.ident, ()), 6))
     fill("set", "lan_sources", [f'"{i}" . {p}' for i, p in contents.lan_sources])
     if spec.restrictive:
         fill("set", "forward_allowed", [f'"{a}" . {p} . "{b}" . {q}'

@@ -26,7 +26,7 @@ from pyroute2 import IPRoute
 
 from nmbalance.core.numbering import Layout, ids_in_kernel
 from nmbalance.core.plan import Plan
-from nmbalance.core.ruleset import sticky_timeouts
+from nmbalance.core.ruleset import STICKY6_PREFIX, sticky_timeouts
 from nmbalance.dataplane import conntrack, routing
 from nmbalance.dataplane.nft import NftTable, TableState, planned_names
 from nmbalance.dataplane.sysctl import Sysctls
@@ -94,12 +94,14 @@ def restore_sticky(before: TableState | None, plan: Plan) -> str:
     """Re-add learned sticky entries after a whole-table replace, same transaction."""
     if before is None:
         return ""
-    live_idents = {u.ident for u in plan.uplinks if u.status.usable}
+    live = {u.ident for u in plan.uplinks if u.status.usable}
+    live6 = {u.ident for u in plan.uplinks if u.status6 is not None and u.status6.usable}
     timeouts = sticky_timeouts(plan.nft.spec)
     out = []
     for name, entries in before.sticky.items():
         owner = plan.nft.sticky_sets.get(name)
-        if owner is None or owner not in live_idents or not entries:
+        if owner is None or owner not in (live6 if name.startswith(STICKY6_PREFIX) else live) \
+                or not entries:
             continue
         # A lowered timeout applies to what was learned before it, too.
         items = ", ".join(f"{e.key} expires {min(max(e.expires_s, 1), timeouts[name])}s"

@@ -211,3 +211,32 @@ def test_packet_too_big_reaches_the_lan_host_through_nat66(lab6: Lab) -> None:
             lab6.ip(lab6.inet, "-6", "route", "replace", f"{isp_net6(n)}/64", "via",
                     f"2001:db8:2{n:02d}::1")
         lab6.ip(lab6.lan, "-6", "route", "flush", "cache", check=False)
+
+
+def test_persistence_keeps_each_ipv6_source_on_one_uplink(
+        lab6: Lab, daemon6: list[DaemonProcess]) -> None:
+    hosts = [f"fd00:250::{10 + i}" for i in range(8)]
+    for host in hosts:
+        lab6.ip(lab6.lan, "-6", "addr", "replace", f"{host}/64", "dev", "eth0")
+    try:
+        daemon = start(lab6, daemon6, mode="persistence", weights=(1, 1, 1))
+        first: dict[str, int] = {}
+        for host in hosts:
+            seen = {lab6.isp_of(s): n for s, n in
+                    lab6.sources(15, bind=host, server=SERVER_ADDR6).items()}
+            assert len(seen) == 1 and 0 not in seen, (host, seen)
+            first[host] = next(iter(seen))
+        assert set(first.values()) == {1, 2}, first  # chance: 2 x 0.5^8 of failing
+        # ISP2's IPv6 dies: its sources move to ISP1, ISP1's stay put.
+        lab6.ipv6_dead(2, True)
+        daemon.wait_for("ISP2 IPv6 down", timeout=10)
+        assert wait_for(lambda: status(lab6)["ISP2"]["state6"] == "down", 5)
+        for host in hosts:
+            seen = {lab6.isp_of(s): n for s, n in
+                    lab6.sources(5, bind=host, server=SERVER_ADDR6).items()}
+            assert seen == {1: 5}, (host, first[host], seen)
+        # ... and IPv4 persistence never noticed: ISP2 still holds its IPv4 sources.
+        assert status(lab6)["ISP2"]["state"] == "active"
+    finally:
+        for host in hosts:
+            lab6.ip(lab6.lan, "-6", "addr", "del", f"{host}/64", "dev", "eth0", check=False)

@@ -90,6 +90,21 @@ def test_enforced_keeps_ipv6_off_other_uplinks_when_its_own_is_dead() -> None:
     assert any(r.family == 6 and r.fwmark == a.mark for r in plan.rules)
 
 
+def test_persistence_pins_ipv6_in_sets_of_its_own_forgotten_with_the_uplinks_ipv6() -> None:
+    config = load_config_text(CONFIG.replace('ipv6 = "nat66"', 'ipv6 = "nat66"\n'
+                                             'mode = "persistence"'), "t.toml")
+    plan = decide(config, facts(up(1), up(2, health6=Health.DOWN), up(3)))
+    text = plan.nft.full_transaction()
+    assert "set st6_default__B { typeof ip6 saddr; flags dynamic,timeout; timeout 600s; }" in text
+    assert "ip6 saddr @st6_default__A goto up_A" in text
+    assert "update @st6_default__A { ip6 saddr }" in text
+    assert "goto learn6_default__A" in text and "goto learn_default__B" in text
+    # B's IPv6 is out: its IPv6 entries go, its IPv4 ones stay.
+    assert plan.nft.contents.dead_sticky_sets6 == ("st6_default__B",)
+    assert plan.nft.contents.dead_sticky_sets == ()
+    assert plan.nft.sticky_sets["st6_default__C"] == "C"
+
+
 def test_off_leaves_the_ruleset_and_routes_ipv4_only() -> None:
     config = load_config_text(CONFIG.replace('ipv6 = "nat66"\n', "").replace(
         ', "2001:db8:ff:1::1"', ""), "t.toml")
@@ -101,7 +116,7 @@ def test_off_leaves_the_ruleset_and_routes_ipv4_only() -> None:
 
 @pytest.mark.parametrize(("edit", "where", "why"), [
     (('ipv6 = "nat66"', 'ipv6 = "npt"'), "t.toml:1: ipv6", "not available yet"),
-    (('ipv6 = "nat66"', 'ipv6 = "nat66"\nmode = "persistence"'), "mode",
+    (('ipv6 = "nat66"', 'ipv6 = "nat66"\nmode = "fastest-response"'), "mode",
      "cannot balance IPv6 yet"),
     (('ipv6 = "nat66"\n', ""), "uplink[0].probe", "set ipv6 = \"nat66\""),
     (('"2001:db8:ff:1::1"', '"fe80::1"'), "uplink[0].probe", "link-local"),
