@@ -107,6 +107,10 @@ def uplink_values(config: Config, plan: Plan | None, facts: Facts | None,
         if u.name in disabled and state == UplinkStatus.LEFT_OUT.value:
             reason = "left out by request (nmbalance disable; enable takes it back)"
         load = figures.loads.get(u.name)
+        # The plan's under nat66 (a configured one included), else what the facts found.
+        gateway6 = ((up.gateway6, up.gateway6_source) if up and up.gateway6
+                    else (str(f.gateway6), f.gateway6_source.value) if f and f.gateway6
+                    else ("", ""))
         out[u.name] = {
             "State": state,
             "Health": health,
@@ -131,10 +135,8 @@ def uplink_values(config: Config, plan: Plan | None, facts: Facts | None,
             "LoadDownMbps": round(load.down_mbps, 2) if load else -1.0,
             "LoadUpMbps": round(load.up_mbps, 2) if load else -1.0,
             "Address6": address6,
-            "Gateway6": (up.gateway6 if up and up.status6 else None)
-            or (str(f.gateway6) if f and f.gateway6 else ""),
-            "GatewaySource6": (up.gateway6_source if up and up.gateway6 else None)
-            or (f.gateway6_source.value if f and f.gateway6 else ""),
+            "Gateway6": gateway6[0],
+            "GatewaySource6": gateway6[1],
             "State6": _state(up.status6 if up else None,
                              tracker6.phase.value if tracker6 else ""),
             "Reason6": up.reason6 if up else "",

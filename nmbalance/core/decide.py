@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Network, collapse_addresses
+from ipaddress import IPv4Address, IPv4Network
 
 from nmbalance.config.model import Config, Rule, Uplink
-from nmbalance.core.decide6 import contents6, gateway6, local_networks, why_unrouted6
+from nmbalance.core.decide6 import (
+    chosen_by_source,
+    collapse,
+    contents6,
+    dns_servers,
+    gateway6,
+    local_networks,
+    own_addresses,
+    why_unrouted6,
+)
 from nmbalance.core.facts import Facts, GatewaySource, Health, UplinkFacts
 from nmbalance.core.matching import rule_matches
 from nmbalance.core.numbering import Layout, assign, layout_of
@@ -22,7 +31,6 @@ from nmbalance.core.plan import (
 )
 from nmbalance.core.ruleset import (
     DEFAULT_GROUP,
-    STICKY6_PREFIX,
     Group,
     MarkedUplink,
     PortForwardSpec,
@@ -36,7 +44,6 @@ from nmbalance.core.ruleset import (
     sticky_sets,
 )
 from nmbalance.core.slots import SLOTS, allocate
-from nmbalance.inet import AnyNetwork
 
 # Methods that choose by weights the daemon computes from measurements; until
 # it has them (a one-shot apply never does) they use the configured weights.
@@ -55,7 +62,6 @@ class Decision:
     status: UplinkStatus
     reason: str
     health: Health = Health.UP  # that family's
-    family: int = 4
 
     @property
     def interface(self) -> str | None:
@@ -97,14 +103,14 @@ def _decide_one(u: Uplink, f: UplinkFacts, selected: frozenset[str] | None,
         no_route, reachable = f.gateway_reason or "no gateway found", True
     else:
         gateway, source = gateway6(u, f)
-        no_route, reachable = why_unrouted6(f, gateway)
+        no_route, reachable = why_unrouted6(f)
     # The kernel takes no route through an interface that is administratively down.
     routed = (f.present and f.up and refused is None and reachable
               and (gateway is not None or f.point_to_point))
     status, reason = _status(f, routed or refused is not None, selected, refused, family,
                              no_route)
     return Decision(f, gateway, source, routed, status, reason,
-                    f.health if family == 4 else f.health6, family)
+                    f.health if family == 4 else f.health6)
 
 
 def _fail_open(per: Mapping[str, Decision], selected: frozenset[str] | None) -> set[str]:
@@ -202,11 +208,9 @@ def _route(f: _Family, name: str, layout: Layout, i: int, iface: str | None,
                                  fwmark=layout.mark(i), fwmask=layout.mask))
     if d.routed:
         host = 32 if f.family == 4 else 128
-        for addr in d.facts.addresses:
-            # An IPv6 link-local source names no uplink: every link has one.
-            if addr.version == f.family and not (f.family == 6 and addr.ip.is_link_local):
-                rules.append(RoutingRule(layout.source_priority(i), table, family=f.family,
-                                         src=f"{addr.ip}/{host}"))
+        for ip in own_addresses(d.facts, f.family):
+            rules.append(RoutingRule(layout.source_priority(i), table, family=f.family,
+                                     src=f"{ip}/{host}"))
 
 
 def _group_kind(method: str) -> str:
@@ -228,11 +232,6 @@ def _group_weights(method: str, members: Sequence[str], weights: Mapping[str, fl
     # and then the backups share alike.
     weighted = [(name, w) for name, w in live if w > 0]
     return weighted or [(name, 1.0) for name, _ in live]
-
-
-def _collapse4(networks: Iterable[AnyNetwork]) -> tuple[str, ...]:
-    v4 = [n for n in networks if isinstance(n, IPv4Network) and n.prefixlen > 0]
-    return tuple(str(n) for n in collapse_addresses(v4))
 
 
 def rule_groups(config: Config) -> list[tuple[Rule, str]]:
@@ -422,18 +421,6 @@ def _contents(
     present = {u.name: per[u.name].interface or u.interface
                for u in config.uplink if per[u.name].facts.present}
     bypass = local_networks(facts, per, [r.to for r in config.route])
-    dns4: dict[str, str] = {}
-    for u in config.uplink:
-        # Only uplinks that take traffic: a dead one's DNS server would be unreachable.
-        if per[u.name].routed and u.name in usable:
-            for addr in per[u.name].facts.dns or tuple(u.dns):
-                if isinstance(addr, IPv4Address):
-                    dns4.setdefault(str(addr), idents[u.name])
-    # Addresses of routed uplinks, but not of the one holding the main table's default
-    # route: the kernel gives every unbound socket that one's address.
-    source4 = {str(a.ip): idents[u.name] for u in config.uplink
-               if per[u.name].routed and per[u.name].interface != facts.main_default
-               for a in per[u.name].facts.addresses if isinstance(a.ip, IPv4Address)}
     uplink_if = {n: i for n, i in present.items() if i}
     lan_nets = {lan.name: (lan.device, [str(p) for f in facts.lans if f.name == lan.name
                                          for p in f.prefixes if isinstance(p, IPv4Network)])
@@ -458,14 +445,14 @@ def _contents(
         for i, pf in enumerate(config.port_forward)
     }
     live_idents = {idents[n] for n in usable}
-    dead = tuple(sorted(name for name, owner in sticky_sets(spec).items()
-                        if owner not in live_idents and not name.startswith(STICKY6_PREFIX)))
+    dead = tuple(sorted(name for name, owner in sticky_sets(spec, 4).items()
+                        if owner not in live_idents))
     return TableContents(
         live=tuple(sorted(layout.mark(uid[n]) for n in usable)),
         weights=slot_map,
-        bypass4=_collapse4(bypass),
-        dns4=dns4,
-        source4=source4,
+        bypass4=collapse(bypass, 4),
+        dns4=dns_servers(config, per, usable, idents, 4),
+        source4=chosen_by_source(config, per, idents, facts.main_default, 4),
         inbound={i: idents[n] for n, i in uplink_if.items()},
         masquerade=tuple(uplink_if[u.name] for u in config.uplink
                          if u.masquerade and u.name in uplink_if),

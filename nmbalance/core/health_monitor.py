@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from nmbalance.config.model import Config
+from nmbalance.core.decide6 import own_addresses
 from nmbalance.core.facts import Facts, UplinkFacts
 from nmbalance.core.health_machine import (
     LinkState,
@@ -56,7 +57,7 @@ def link_state6(static_gateway: bool, facts: UplinkFacts) -> LinkState:
     """The same for IPv6: a global address and an IPv6 next hop."""
     if not facts.present or not facts.carrier:
         return link_state(static_gateway, facts)
-    if not any(a.version == 6 and not a.ip.is_link_local for a in facts.addresses):
+    if not own_addresses(facts, 6):
         return LinkState(False, "no global IPv6 address")
     if not (static_gateway or facts.gateway6 is not None or facts.point_to_point):
         return LinkState(False, "no IPv6 default route")

@@ -45,7 +45,6 @@ def restore_chain(uplink: str) -> str:
 STICKY_KEYS = {"source": "ip saddr", "destination": "ip daddr", "pair": "ip saddr . ip daddr"}
 STICKY_KEYS6 = {"source": "ip6 saddr", "destination": "ip6 daddr",
                 "pair": "ip6 saddr . ip6 daddr"}
-STICKY6_PREFIX = "st6_"  # IPv6 persistence's sets: an uplink's IPv6 may die alone
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ class TableContents:
 
 
 def sticky_set(group: str, uplink: str, family: int = 4) -> str:
-    return f"st_{group}__{uplink}" if family == 4 else f"{STICKY6_PREFIX}{group}__{uplink}"
+    return f"st_{group}__{uplink}" if family == 4 else f"st6_{group}__{uplink}"
 
 
 # Groups whose sets of entries pin traffic to an uplink: learned by the datapath
@@ -133,16 +132,18 @@ STICKY_KINDS = ("persistence", "fastest")
 LEARN_PREFIX = "nmb:"  # the log prefix of a new fastest-response destination: nmb:GROUP
 
 
-def _sticky_groups(spec: TableSpec) -> list[tuple[Group, int]]:
-    """Each group with sticky sets, once per family it has them for."""
+def _sticky_groups(spec: TableSpec, family: int | None = None) -> list[tuple[Group, int]]:
+    """Each group with sticky sets, once per family it has them for (or for `family`)."""
     out = [(g, 4) for g in spec.groups if g.kind in STICKY_KINDS]
-    return out + [(g, 6) for g in spec.groups if spec.ipv6 and g.kind == "persistence"]
+    out += [(g, 6) for g in spec.groups if spec.ipv6 and g.kind == "persistence"]
+    return [(g, f) for g, f in out if family in (None, f)]
 
 
-def sticky_sets(spec: TableSpec) -> dict[str, str]:
-    """Every sticky set name -> the uplink ident its members are pinned to."""
-    return {sticky_set(g.ident, u, family): u
-            for g, family in _sticky_groups(spec) for u in g.uplinks}
+def sticky_sets(spec: TableSpec, family: int | None = None) -> dict[str, str]:
+    """Every sticky set name (of `family`, or of both) -> the uplink ident its
+    members are pinned to."""
+    return {sticky_set(g.ident, u, f): u
+            for g, f in _sticky_groups(spec, family) for u in g.uplinks}
 
 
 def sticky_timeouts(spec: TableSpec) -> dict[str, int]:

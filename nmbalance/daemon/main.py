@@ -36,7 +36,7 @@ from nmbalance.core.adaptive import (
     metered,
 )
 from nmbalance.core.decide import decide, racing_groups
-from nmbalance.core.decide6 import global6
+from nmbalance.core.decide6 import own_addresses
 from nmbalance.core.facts import Facts, UplinkFacts
 from nmbalance.core.health_machine import Observation
 from nmbalance.core.health_monitor import HealthChange, HealthMonitor
@@ -324,16 +324,13 @@ class Daemon:
         previous, self.plan = self.plan, plan
         self.ids = {u.name: u.id for u in plan.uplinks}
         facts = self.facts
-        self.probe_source.clear()
-        self.probe_source.update({
-            u.name: next((a.ip for a in facts.uplink(u.name).addresses if a.version == 4), None)
-            for u in plan.uplinks if u.routed and facts is not None
-        })
-        self.probe_source6.clear()
-        self.probe_source6.update({
-            u.name: next(iter(global6(facts.uplink(u.name))), None)
-            for u in plan.uplinks if u.routed6 and facts is not None
-        })
+        for sources, version in ((self.probe_source, 4), (self.probe_source6, 6)):
+            sources.clear()
+            sources.update({
+                u.name: next(iter(own_addresses(facts.uplink(u.name), version)), None)
+                for u in plan.uplinks
+                if (u.routed if version == 4 else u.routed6) and facts is not None
+            })
         for warning in plan.warnings:
             if previous is None or warning not in previous.warnings:
                 log.warning("%s", warning)

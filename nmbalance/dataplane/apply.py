@@ -26,7 +26,7 @@ from pyroute2 import IPRoute
 
 from nmbalance.core.numbering import Layout, ids_in_kernel
 from nmbalance.core.plan import Plan
-from nmbalance.core.ruleset import STICKY6_PREFIX, sticky_timeouts
+from nmbalance.core.ruleset import sticky_sets, sticky_timeouts
 from nmbalance.dataplane import conntrack, routing
 from nmbalance.dataplane.nft import NftTable, TableState, planned_names
 from nmbalance.dataplane.sysctl import Sysctls
@@ -96,12 +96,12 @@ def restore_sticky(before: TableState | None, plan: Plan) -> str:
         return ""
     live = {u.ident for u in plan.uplinks if u.status.usable}
     live6 = {u.ident for u in plan.uplinks if u.status6 is not None and u.status6.usable}
+    sets6 = sticky_sets(plan.nft.spec, 6)
     timeouts = sticky_timeouts(plan.nft.spec)
     out = []
     for name, entries in before.sticky.items():
         owner = plan.nft.sticky_sets.get(name)
-        if owner is None or owner not in (live6 if name.startswith(STICKY6_PREFIX) else live) \
-                or not entries:
+        if owner is None or owner not in (live6 if name in sets6 else live) or not entries:
             continue
         # A lowered timeout applies to what was learned before it, too.
         items = ", ".join(f"{e.key} expires {min(max(e.expires_s, 1), timeouts[name])}s"
