@@ -68,23 +68,26 @@ def times(lab: Lab, out: str, n: int, failed_at: float, repaired_at: float
     return failover, (min(back) - repaired_at) if back else float("nan"), kept
 
 
+def flip(lab: Lab, daemon: DaemonProcess, kind: str, n: int, failed: bool) -> float:
+    """Fail or repair ISP n and wait until the daemon says so for every family it
+    touches; when it was done."""
+    mark = daemon.mark()
+    fail(lab, kind, n, failed)
+    done = time.time()
+    word, timeout = ("down", 30) if failed else ("up", 60)
+    daemon.wait_for(rf"ISP{n} IPv6 {word}", after=mark, timeout=timeout)
+    if kind != "ipv6":
+        daemon.wait_for(rf"ISP{n} {word}", after=mark, timeout=timeout)
+    return done
+
+
 def trial(lab: Lab, daemon: DaemonProcess, kind: str, n: int
           ) -> dict[int, tuple[float, float, int]]:
     clients = {4: trickle(lab, SERVER_ADDR), 6: trickle(lab, SERVER_ADDR6)}
     time.sleep(1.0)
-    mark = daemon.mark()
-    fail(lab, kind, n, True)
-    failed_at = time.time()
-    daemon.wait_for(rf"ISP{n} IPv6 down", after=mark, timeout=30)
-    if kind != "ipv6":
-        daemon.wait_for(rf"ISP{n} down", after=mark, timeout=30)
+    failed_at = flip(lab, daemon, kind, n, True)
     time.sleep(4.0)
-    mark = daemon.mark()
-    fail(lab, kind, n, False)
-    repaired_at = time.time()
-    daemon.wait_for(rf"ISP{n} IPv6 up", after=mark, timeout=60)
-    if kind != "ipv6":
-        daemon.wait_for(rf"ISP{n} up", after=mark, timeout=60)
+    repaired_at = flip(lab, daemon, kind, n, False)
     time.sleep(1.0)
     out = {family: c.communicate("", timeout=60)[0] for family, c in clients.items()}
     return {family: times(lab, text, n, failed_at, repaired_at) for family, text in out.items()}
