@@ -51,6 +51,11 @@ def isp_net6(n: int) -> str:
     return f"2001:db8:1{n:02d}::"
 
 
+def isp_pd6(n: int) -> str:
+    """The prefix ISP n delegates to the router (routed to its uplink address)."""
+    return f"2001:db8:1{n:02d}:100::/56"
+
+
 def isp_probe6(n: int) -> str:
     """A per-ISP IPv6 probe target inside the inet namespace."""
     return f"2001:db8:ff:1::{n}"
@@ -265,7 +270,9 @@ class Lab:
         """IPv6 through each ISP of `isps` (all: None), as real ones give it: the
         router's uplink gets 2001:db8:1NN::2/64 and a default route via fe80::1 (what a
         router advertisement installs); the ISP forwards only sources of that prefix.
-        A ULA LAN (fd00:250::/64) gets out only by nat66. Returns the server's address."""
+        Each ISP also routes a delegated prefix (isp_pd6) to the router, for npt.
+        A ULA LAN (fd00:250::/64) gets out only by nat66 or npt. Returns the server's
+        address."""
         self.dual = tuple(isps or range(1, self.isps + 1))
         for ns in (self.rtr, self.inet, *(self.isp(n) for n in self.dual)):
             self.sh(ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
@@ -284,10 +291,12 @@ class Lab:
             self.ip(self.inet, "-6", "addr", "add", f"{far}2/64", "dev", f"isp{n}")
             self.ip(isp, "-6", "route", "add", "default", "via", f"{far}2")
             self.ip(self.inet, "-6", "route", "add", f"{net}/64", "via", f"{far}1")
+            self.ip(isp, "-6", "route", "add", isp_pd6(n), "via", f"{net}2", "dev", "rtr")
+            self.ip(self.inet, "-6", "route", "add", isp_pd6(n), "via", f"{far}1")
             self.ip(self.inet, "-6", "addr", "add", f"{isp_probe6(n)}/128", "dev", "lo")
             self.sh(isp, "nft", f"add table inet bcp38; add chain inet bcp38 forward {{ type "
                     f"filter hook forward priority -10; iifname \"rtr\" meta nfproto ipv6 "
-                    f"ip6 saddr != {net}/64 drop; }}")
+                    f"ip6 saddr != {{ {net}/64, {isp_pd6(n)} }} drop; }}")
             self.router_advertised(n)
         self.ip(self.inet, "-6", "addr", "add", f"{SERVER_ADDR6}/128", "dev", "lo")
         self.start_server(SERVER_ADDR6)
@@ -310,17 +319,21 @@ class Lab:
     # --- configs ----------------------------------------------------------------------
     def config(self, mode: str = "weighted", weights: Sequence[int] = (1, 3, 2),
                probe: bool = True, health: dict[str, object] | None = None,
-               extra: str = "", top: str = "", ipv6: bool = False) -> str:
+               extra: str = "", top: str = "", ipv6: bool | str = False) -> str:
         """A TOML config for this lab: one uplink per ISP, each probing its own target
-        (with `ipv6`: ipv6 = "nat66", and its IPv6 target too where it has IPv6).
+        (with `ipv6`: ipv6 = "nat66", or the mode it names, and its IPv6 target too
+        where it has IPv6; under "npt" its delegated prefix as prefix6).
         `top` holds top-level keys, `extra` more tables."""
         lines = [f'mode = "{mode}"', 'snippets_dir = ""', *top.splitlines()]
-        if ipv6:
-            lines.append('ipv6 = "nat66"')
+        mode6 = ipv6 if isinstance(ipv6, str) else "nat66" if ipv6 else ""
+        if mode6:
+            lines.append(f'ipv6 = "{mode6}"')
         for n in range(1, self.isps + 1):
             lines += ["[[uplink]]", f'name = "ISP{n}"', f'interface = "wan{n}"',
                       f"weight = {weights[(n - 1) % len(weights)]}"]
-            targets = [isp_probe(n), *([isp_probe6(n)] if ipv6 and n in self.dual else [])]
+            targets = [isp_probe(n), *([isp_probe6(n)] if mode6 and n in self.dual else [])]
+            if mode6 == "npt" and n in self.dual:
+                lines.append(f'prefix6 = "{isp_pd6(n)}"')
             if probe:
                 lines.append("probe = [" + ", ".join(f'"{t}"' for t in targets) + "]")
         lines += ["[[lan]]", 'name = "LAN"', 'interface = "lan0"']
@@ -466,7 +479,8 @@ class Lab:
     def isp_of(self, source: str) -> int:
         if ":" in source:  # IPv6: masqueraded to the uplink's address in the ISP's prefix
             for n in self.dual:
-                if ipaddress.ip_address(source) in ipaddress.ip_network(f"{isp_net6(n)}/64"):
+                if any(ipaddress.ip_address(source) in ipaddress.ip_network(net)
+                       for net in (f"{isp_net6(n)}/64", isp_pd6(n))):
                     return n
             return 0
         for n in range(1, self.isps + 1):

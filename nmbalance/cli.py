@@ -156,6 +156,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if Path(args.config).is_file() and looks_legacy(Path(args.config).read_text(errors="replace")):
         print("  read as Net-ISP-Balance's balance.conf (`nmbalance convert` writes it as TOML)")
     for u in config.uplink:
+        if config.ipv6 == "npt":
+            print(f"  {u.name}: IPv6 " + (f"npt into {u.prefix6}" if u.prefix6 else
+                                         "masqueraded (no prefix6)"))
         if u.probe:  # as written: names are resolved by the daemon, through the uplink
             print(f"  {u.name}: probes {', '.join(_target(t) for t in u.probe)}")
         elif not args.quiet:

@@ -31,6 +31,7 @@ from nmbalance.config.values import (
     GatewayAddress,
     LanHost,
     Prefix,
+    Prefix6,
     ProbeTarget,
     printable,
 )
@@ -147,6 +148,9 @@ class Uplink(Strict):
     # IPv6's next hop, shown in status (link-local allowed: paired with the interface);
     # "auto": from the uplink's IPv6 default route.
     gateway6: Literal["auto"] | Gateway6Address = "auto"
+    # ipv6 = "npt": the prefix the ISP routes to this router (delegated or static),
+    # which the LANs' IPv6 prefixes are translated into on their way out.
+    prefix6: Prefix6 | None = None
     probe: Annotated[list[ProbeTarget], BeforeValidator(at_most(16))] = []
     dns: Annotated[list[DnsServer], BeforeValidator(at_most(16))] = []
     masquerade: bool = True
@@ -400,7 +404,8 @@ class Config(Strict):
     persistence_timeout: Annotated[int, Field(ge=1, le=7 * 86400)] = 600
     race: bool = True  # fastest-response as the mode: see Rule.race
     # "off": IPv6 is left exactly as the system routes it; "nat66": balanced and
-    # masqueraded per uplink like IPv4. npt and prefix are refused until they are
+    # masqueraded per uplink like IPv4; "npt": balanced like nat66, the LANs' prefixes
+    # translated one to one into each uplink's prefix6. prefix is refused until it is
     # built, never silently ignored.
     ipv6: Literal["off", "nat66", "npt", "prefix"] = "off"
     uplink: Annotated[list[Uplink], Field(min_length=1), BeforeValidator(at_most(255))]
@@ -428,6 +433,8 @@ class Config(Strict):
 
 
 Loc = tuple[str | int, ...]
+# The ipv6 modes that balance IPv6 per uplink with marks, as IPv4 is.
+IPV6_BALANCED = ("nat66", "npt")
 # Methods whose races are made over IPv4 only.
 IPV4_ONLY_METHODS = ("fastest-response",)
 
@@ -435,10 +442,24 @@ IPV4_ONLY_METHODS = ("fastest-response",)
 def _ipv6_problems(config: Config) -> list[tuple[Loc, str]]:
     """What the chosen ipv6 mode cannot do, refused rather than done some other way."""
     problems: list[tuple[Loc, str]] = []
-    if config.ipv6 in ("npt", "prefix"):
-        problems.append((("ipv6",), f"ipv6 = {config.ipv6!r} is not available yet: use "
-                         "\"nat66\" (masquerade per uplink), or \"off\" to leave IPv6 to the "
-                         "system's routes"))
+    with_prefix = [(i, u) for i, u in enumerate(config.uplink) if u.prefix6 is not None]
+    if config.ipv6 != "npt":
+        problems += [(("uplink", i, "prefix6"), f"prefix6 is translated into only with "
+                      f"ipv6 = \"npt\" (ipv6 = {config.ipv6!r} has no use for it)")
+                     for i, _ in with_prefix]
+    elif not with_prefix:
+        problems.append((("ipv6",), "ipv6 = \"npt\" translates the LANs' prefixes into the "
+                         "uplinks' prefix6, and no uplink has one: give each uplink's "
+                         "delegated prefix as prefix6, or use \"nat66\""))
+    for n, (i, u) in enumerate(with_prefix):
+        for _, v in with_prefix[:n]:
+            if u.prefix6 is not None and v.prefix6 is not None and u.prefix6.overlaps(v.prefix6):
+                problems.append((("uplink", i, "prefix6"), f"prefix6 {u.prefix6} overlaps "
+                                 f"uplink {v.name!r}'s {v.prefix6}"))
+    if config.ipv6 == "prefix":
+        problems.append((("ipv6",), "ipv6 = \"prefix\" is not available yet: use \"npt\" "
+                         "(each uplink's prefix6, translated), \"nat66\" (masquerade per "
+                         "uplink), or \"off\" to leave IPv6 to the system's routes"))
     if config.ipv6 == "off":
         for i, u in enumerate(config.uplink):
             six = [str(t) for t in u.probe if isinstance(t, IPv6Address)]

@@ -88,6 +88,21 @@ def ipv4_network(value: object, what: str = "a prefix") -> IPv4Network:
     return net
 
 
+def translatable_ipv6(value: object, what: str = "prefix6") -> IPv6Network:
+    """An IPv6 prefix an ISP routes to us, for prefix translation: unicast, neither
+    link-local nor multicast, and no longer than /64 (what a LAN prefix is)."""
+    net = network(value, what)
+    if not isinstance(net, IPv6Network):
+        raise ValueError(f"{what} {net} is IPv4: it takes the IPv6 prefix the ISP routes "
+                         "to this router")
+    if net.is_link_local or net.is_multicast or net.is_loopback or net.prefixlen == 0:
+        raise ValueError(f"{what} {net} is not a unicast prefix an ISP can route to us")
+    if net.prefixlen > 64:
+        raise ValueError(f"{what} {net} is longer than /64: a LAN's prefix cannot be "
+                         "translated into it")
+    return net
+
+
 def _checked(check: Callable[[object, str], object], what: str) -> BeforeValidator:
     return BeforeValidator(lambda value: check(value, what))
 
@@ -133,6 +148,7 @@ ProbeTarget = Annotated[IPv4Address | IPv6Address | str, _checked(probe_target, 
 DnsServer = Annotated[IPv4Address, _checked(usable_ipv4, "DNS server")]
 LanHost = Annotated[IPv4Address, _checked(usable_ipv4, "LAN host")]
 Prefix = Annotated[IPv4Network, _checked(ipv4_network, "prefix")]
+Prefix6 = Annotated[IPv6Network, _checked(translatable_ipv6, "prefix6")]
 
 
 def printable(value: str, what: str) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
-from nmbalance.config.model import Config, Rule, Uplink
+from nmbalance.config.model import IPV6_BALANCED, Config, Rule, Uplink
 from nmbalance.core.decide6 import (
     chosen_by_source,
     collapse,
@@ -14,6 +14,7 @@ from nmbalance.core.decide6 import (
     dns_servers,
     gateway6,
     local_networks,
+    npt_contents,
     own_addresses,
     why_unrouted6,
 )
@@ -276,7 +277,8 @@ def decide(
     # 1. Each uplink alone, per family: where it is, how it is reached, whether it
     # may be used.
     fam = _judge(config, facts, 4, selected, refused, warnings)
-    fam6 = _judge(config, facts, 6, selected, refused, warnings) if config.ipv6 == "nat66" else None
+    fam6 = (_judge(config, facts, 6, selected, refused, warnings)
+            if config.ipv6 in IPV6_BALANCED else None)
     per = fam.per
 
     # 2. The groups: the global mode, then each [[rule]] in order.
@@ -323,6 +325,10 @@ def decide(
         for f in (fam, fam6):
             if f is not None:
                 _route(f, u.name, layout, i, iface, routes, rules)
+        if config.ipv6 == "npt" and u.prefix6 is not None and fam6 and fam6.per[u.name].routed:
+            # What comes in for a part of prefix6 no LAN stands for is refused here, not
+            # sent back out by the default route to bounce until its hop limit runs out.
+            routes.append(Route(layout.table(i), str(u.prefix6), kind="unreachable", family=6))
         six = fam6.state(u.name) if fam6 is not None else (None, "")
         d6 = fam6.per[u.name] if fam6 is not None else None
         uplinks.append(UplinkPlan(
@@ -334,6 +340,8 @@ def decide(
             gateway6_source=d6.gateway_source if d6 else "",
             share6=fam6.share[u.name] if fam6 is not None else 0.0,
             routed6=bool(d6 and d6.routed),
+            translation6=(("npt into " + str(u.prefix6) if u.prefix6 else "masquerade")
+                          if fam6 is not None and config.ipv6 == "npt" else ""),
         ))
 
     # 5. The nft table.
@@ -356,11 +364,14 @@ def decide(
         snippets=snippets,
         learn_group=config.kernel.learn_log_group,
         ipv6=fam6 is not None,
+        npt=config.ipv6 == "npt",
     )
     contents = _contents(config, facts, per, idents, fam.usable, fam.slot_map, spec, layout, uid)
     if fam6 is not None:
         contents = replace(contents, **contents6(config, facts, fam6.per, idents, fam6.usable,
                                                  fam6.slot_map, spec))
+    if spec.npt and fam6 is not None:
+        contents = replace(contents, **npt_contents(config, facts, fam6.per, idents, warnings))
     digest, structure = render_structure(spec)
     return Plan(
         uplinks=tuple(uplinks),

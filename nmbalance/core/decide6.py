@@ -1,6 +1,6 @@
-"""IPv6 under ipv6 = "nat66": what differs from IPv4 in an uplink's decision, the
-IPv6 contents of the table, and the pieces of the table's contents both families
-share. Pure, like decide()."""
+"""IPv6 under ipv6 = "nat66" and "npt": what differs from IPv4 in an uplink's
+decision, the IPv6 contents of the table (npt's prefix translations among them),
+and the pieces of the table's contents both families share. Pure, like decide()."""
 
 from __future__ import annotations
 
@@ -87,6 +87,60 @@ def chosen_by_source(config: Config, per: Mapping[str, Decision], idents: Mappin
     return {str(a): idents[u.name] for u in config.uplink
             if per[u.name].routed and per[u.name].interface != main_default
             for a in own_addresses(per[u.name].facts, version)}
+
+
+Translation = tuple[IPv6Network, IPv6Network]  # (a LAN's prefix, what it leaves as)
+
+
+def lan_prefixes6(config: Config, facts: Facts) -> list[IPv6Network]:
+    """The LANs' own IPv6 prefixes (not link-local), LAN by LAN in config order."""
+    out: list[IPv6Network] = []
+    for lan in config.lan:
+        for f in facts.lans:
+            if f.name == lan.name:
+                out += sorted(p for p in f.prefixes
+                              if isinstance(p, IPv6Network) and not p.is_link_local)
+    return out
+
+
+def translations(prefix6: IPv6Network, lans: Iterable[IPv6Network]
+                 ) -> tuple[list[Translation], list[IPv6Network]]:
+    """npt: each LAN prefix -> a block of its own length in `prefix6`, packed in
+    order, so one LAN /64 onto a delegated /56 takes its first /64; and the LAN
+    prefixes that do not fit (longer than prefix6 allows, or no block left)."""
+    placed: list[Translation] = []
+    left: list[IPv6Network] = []
+    cursor = 0  # the offset into prefix6 of the next free address
+    for lan in lans:
+        size = lan.num_addresses
+        start = -(-cursor // size) * size  # aligned to its own length
+        if lan.prefixlen < prefix6.prefixlen or start + size > prefix6.num_addresses:
+            left.append(lan)
+            continue
+        placed.append((lan, IPv6Network((int(prefix6.network_address) + start,
+                                         lan.prefixlen))))
+        cursor = start + size
+    return placed, left
+
+
+def npt_contents(config: Config, facts: Facts, per: Mapping[str, Decision],
+                 idents: Mapping[str, str], warnings: list[str]) -> dict[str, Any]:
+    """npt's fields of TableContents: which uplink devices translate, and each
+    uplink's translations out (LAN -> its prefix6) and back in."""
+    lans = lan_prefixes6(config, facts)
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    devices: dict[str, str] = {}
+    for u in config.uplink:
+        d = per[u.name]
+        if u.prefix6 is None or not (d.facts.present and d.interface):
+            continue
+        placed, left = translations(u.prefix6, lans)
+        if left:
+            warnings.append(f"uplink {u.name!r}: LAN prefix {', '.join(map(str, left))} does "
+                            f"not fit in its prefix6 {u.prefix6}: masqueraded instead")
+        out[idents[u.name]] = tuple((str(lan), str(wan)) for lan, wan in placed)
+        devices[d.interface] = idents[u.name]
+    return {"npt6": out, "npt6_devices": devices}
 
 
 def contents6(config: Config, facts: Facts, per: Mapping[str, Decision],

@@ -49,6 +49,7 @@ class UplinkPlan:
     gateway6_source: str = ""
     share6: float = 0.0
     routed6: bool = False
+    translation6: str = ""  # npt: how its LAN IPv6 leaves ("npt into P", "masquerade")
 
 
 @dataclass(frozen=True, order=True)
@@ -156,7 +157,8 @@ class Plan:
                 gw6 = f" via {u.gateway6} ({u.gateway6_source})" if u.gateway6 else ""
                 lines.append(f"#   {u.name} IPv6: {u.status6.value}"
                              f"{' - ' + u.reason6 if u.reason6 else ''}{gw6}; "
-                             f"share {u.share6:.3f}")
+                             f"share {u.share6:.3f}"
+                             + (f"; {u.translation6}" if u.translation6 else ""))
         lines += [f"# warning: {w}" for w in self.warnings]
         lines.append("# nft transaction")
         lines.append(self.nft.full_transaction().rstrip())

@@ -91,7 +91,8 @@ class TableSpec:
     port_forwards: tuple[PortForwardSpec, ...] = ()
     snippets: tuple[tuple[str, str], ...] = ()  # (file path, nft text)
     learn_group: int = 7700  # the NFLOG group new fastest-response destinations go to
-    ipv6: bool = False  # ipv6 = "nat66": IPv6 balanced with its own weights and masqueraded
+    ipv6: bool = False  # an ipv6 mode: IPv6 balanced with its own weights and masqueraded
+    npt: bool = False  # ipv6 = "npt": the LANs' prefixes translated into each uplink's
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,10 @@ class TableContents:
     source6: Mapping[str, str] = field(default_factory=dict)
     masquerade6: tuple[str, ...] = ()
     dead_sticky_sets6: tuple[str, ...] = ()  # IPv6 persistence's, of uplinks whose IPv6 is out
+    # npt: uplink ident -> its (LAN prefix, translated prefix) pairs; and the devices
+    # that translate -> the uplink ident whose pairs they use.
+    npt6: Mapping[str, Sequence[tuple[str, str]]] = field(default_factory=dict)
+    npt6_devices: Mapping[str, str] = field(default_factory=dict)
 
 
 def sticky_set(group: str, uplink: str, family: int = 4) -> str:
@@ -186,6 +191,30 @@ def pick_target(group: Group, uplink: str, family: int = 4) -> str:
     `uplink`."""
     return (learn_chain(group.ident, uplink, family) if group.kind == "persistence"
             else up_chain(uplink))
+
+
+def npt_maps(uplink: str) -> tuple[str, str]:
+    """npt: the maps of an uplink's (ident's) translations, outward and inward."""
+    return f"npt6_{uplink}", f"nptin6_{uplink}"
+
+
+def _npt_chains(spec: TableSpec) -> list[str]:
+    """Stateful prefix translation (conntrack translates the replies, and the ICMPv6
+    errors they carry): LAN sources leaving an uplink take its prefix, and new
+    connections to that prefix come in to the LAN host it stands for. A source no
+    map holds (the router's own) falls through to masquerade."""
+    out = ["  map npt6_out { type ifname : verdict; }", "  map npt6_in { type ifname : verdict; }"]
+    for u in spec.uplinks:
+        out_map, in_map = npt_maps(u.ident)
+        out += [f"  map {m} {{ type ipv6_addr : interval ipv6_addr; flags interval; }}"
+                for m in (out_map, in_map)]
+        out.append(f"  chain npt_{u.ident} {{ snat ip6 prefix to ip6 saddr map @{out_map}; }}")
+        out.append(f"  chain nptin_{u.ident} {{ dnat ip6 prefix to ip6 daddr map @{in_map}; }}")
+    out += ["  chain npt_inbound {",
+            "    type nat hook prerouting priority dstnat; policy accept;",
+            "    meta nfproto ipv6 iifname vmap @npt6_in",
+            "  }"]
+    return out
 
 
 def _set_bits(mark: int, mask: int, what: str) -> str:
@@ -301,10 +330,14 @@ def _table_body(spec: TableSpec) -> str:
     add("  }")
     add("  chain postrouting {")
     add("    type nat hook postrouting priority srcnat; policy accept;")
+    if spec.npt:
+        add("    meta nfproto ipv6 oifname vmap @npt6_out")
     add("    oifname @masq meta nfproto ipv4 masquerade")
     if spec.ipv6:
         add("    oifname @masq6 meta nfproto ipv6 masquerade")
     add("  }")
+    if spec.npt:
+        out.extend(_npt_chains(spec))
     if spec.port_forwards:
         out.extend(_port_forward_chains(spec))
     if spec.restrictive:
@@ -473,6 +506,15 @@ def render_contents(spec: TableSpec, contents: TableContents) -> str:
         for g in spec.groups:
             if g.kind != "enforced":
                 fill("map", f"w6_{g.ident}", _slots(g, contents.weights6.get(g.ident, ()), 6))
+    if spec.npt:
+        fill("map", "npt6_out", [f'"{i}" : jump npt_{u}' for i, u in contents.npt6_devices.items()])
+        fill("map", "npt6_in", [f'"{i}" : jump nptin_{u}'
+                                for i, u in contents.npt6_devices.items()])
+        for up in spec.uplinks:
+            pairs = contents.npt6.get(up.ident, ())
+            out_map, in_map = npt_maps(up.ident)
+            fill("map", out_map, [f"{lan} : {wan}" for lan, wan in pairs])
+            fill("map", in_map, [f"{wan} : {lan}" for lan, wan in pairs])
     fill("set", "lan_sources", [f'"{i}" . {p}' for i, p in contents.lan_sources])
     if spec.restrictive:
         fill("set", "forward_allowed", [f'"{a}" . {p} . "{b}" . {q}'

@@ -199,7 +199,7 @@ class Applier:
                 self._warned.add("ip_forward")
         if (plan.forwarding and plan.nft.spec.ipv6 and self.sysctls.forwarding6() == 0
                 and "forwarding6" not in self._warned):
-            log.warning("ipv6 = \"nat66\" with LANs, but net.ipv6.conf.all.forwarding is 0: "
+            log.warning("IPv6 balanced with LANs, but net.ipv6.conf.all.forwarding is 0: "
                         "the LANs' IPv6 is not routed (turn it on with accept_ra=2 on "
                         "uplinks that learn their IPv6 route by router advertisement)")
             self._warned.add("forwarding6")

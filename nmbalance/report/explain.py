@@ -58,7 +58,7 @@ def explain_now(config: Config, c: Connection | None) -> Explanation:
         shares = ({u.get("Name", ""): float(u.get("Share6", 0.0)) for u in running["uplinks"]}
                   if running else {u.name: u.share6 for u in plan.uplinks})
         return Explanation(
-            ("IPv6 under ipv6 = \"nat66\": the global mode's IPv6 shares, "
+            (f"IPv6 under ipv6 = \"{config.ipv6}\": the global mode's IPv6 shares, "
              + ("the daemon's" if running else "from the uplinks as found now (no daemon)")
              + "; explain walks rules and bypasses for IPv4 only so far",),
             distribution={name: share for name, share in shares.items() if share > 0})

@@ -51,10 +51,11 @@ def v6(lab: Lab, count: int) -> dict[int, int]:
     return tally
 
 
-def start(lab: Lab, started: list[DaemonProcess], **kw: object) -> DaemonProcess:
+def start(lab: Lab, started: list[DaemonProcess], ipv6: bool | str = True,
+          **kw: object) -> DaemonProcess:
     hooks = lab.workdir / "hooks"
     write_hook(hooks / "down", "10-env", f"env > {lab.workdir}/down$FAMILY-$UPLINK.env\n")
-    path = lab.write(lab.config(health=FAST, ipv6=True, **kw)  # type: ignore[arg-type]
+    path = lab.write(lab.config(health=FAST, ipv6=ipv6, **kw)  # type: ignore[arg-type]
                      + f'[daemon]\nhooks_dir = "{hooks}"\n')
     daemon = DaemonProcess(lab, path)
     started.append(daemon)

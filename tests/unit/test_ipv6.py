@@ -4,13 +4,14 @@ kernel. Pure: facts built by hand."""
 from __future__ import annotations
 
 from dataclasses import replace
-from ipaddress import IPv4Address, IPv6Address, ip_interface
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface
 
 import pytest
 
 from nmbalance.config import load_config_text
 from nmbalance.core.decide import decide
-from nmbalance.core.facts import Facts, GatewaySource, Health, UplinkFacts
+from nmbalance.core.decide6 import translations
+from nmbalance.core.facts import Facts, GatewaySource, Health, LanFacts, UplinkFacts
 from nmbalance.core.health_monitor import HealthMonitor
 from nmbalance.core.plan import Route, RoutingRule, UplinkStatus
 
@@ -115,7 +116,16 @@ def test_off_leaves_the_ruleset_and_routes_ipv4_only() -> None:
 
 
 @pytest.mark.parametrize(("edit", "where", "why"), [
-    (('ipv6 = "nat66"', 'ipv6 = "npt"'), "t.toml:1: ipv6", "not available yet"),
+    (('ipv6 = "nat66"', 'ipv6 = "prefix"'), "t.toml:1: ipv6", "not available yet"),
+    (('ipv6 = "nat66"', 'ipv6 = "npt"'), "t.toml:1: ipv6", "no uplink has one"),
+    (('weight = 3\n', 'weight = 3\nprefix6 = "2001:db8:102:100::/56"\n'),
+     "uplink[1].prefix6", "only with ipv6 = \"npt\""),
+    (('weight = 3\n', 'weight = 3\nprefix6 = "2001:db8:102:100::/80"\n'),
+     "uplink[1].prefix6", "longer than /64"),
+    (('weight = 3\n', 'weight = 3\nprefix6 = "fe80::/64"\n'), "uplink[1].prefix6",
+     "not a unicast prefix"),
+    (('weight = 3\n', 'weight = 3\nprefix6 = "2001:db8:102:100::1/56"\n'),
+     "uplink[1].prefix6", "host bits set"),
     (('ipv6 = "nat66"', 'ipv6 = "nat66"\nmode = "fastest-response"'), "mode",
      "cannot balance IPv6 yet"),
     (('ipv6 = "nat66"\n', ""), "uplink[0].probe", "set ipv6 = \"nat66\""),
@@ -144,3 +154,48 @@ def test_ipv6_health_is_tracked_from_ipv6_targets_only() -> None:
         ', "2001:db8:ff:1::1"', ""), "t.toml")
     assert HealthMonitor(off, 6).trackers == {}
     assert replace(f, main_default6=None).main_default6 is None
+
+
+NPT = CONFIG.replace('ipv6 = "nat66"', 'ipv6 = "npt"').replace(
+    'weight = 1\n', 'weight = 1\nprefix6 = "2001:db8:101:100::/56"\n').replace(
+    'weight = 3\n', 'weight = 3\nprefix6 = "2001:db8:102:100::/56"\n') + """[[lan]]
+name = "L"
+interface = "lan0"
+"""
+
+
+def test_npt_packs_each_lan_prefix_into_a_block_of_its_own_length() -> None:
+    pd = IPv6Network("2001:db8:101:100::/56")
+    lans = [IPv6Network("fd00:1::/64"), IPv6Network("fd00:2::/60"), IPv6Network("fd00:3::/64"),
+            IPv6Network("fd00::/48")]
+    placed, left = translations(pd, lans)
+    assert [(str(a), str(b)) for a, b in placed] == [
+        ("fd00:1::/64", "2001:db8:101:100::/64"),
+        ("fd00:2::/60", "2001:db8:101:110::/60"),  # aligned: the next /60 boundary
+        ("fd00:3::/64", "2001:db8:101:120::/64")]
+    assert left == [IPv6Network("fd00::/48")]  # wider than the whole delegation
+    full, over = translations(IPv6Network("2001:db8::/63"), [IPv6Network(f"fd00:{i}::/64")
+                                                             for i in range(3)])
+    assert len(full) == 2 and over == [IPv6Network("fd00:2::/64")]
+
+
+def test_npt_translates_lan_prefixes_per_uplink_and_masquerades_the_rest() -> None:
+    config = load_config_text(NPT, "t.toml")
+    lan = LanFacts("L", "lan0", True, (IPv4Network("10.250.0.0/24"),
+                                       IPv6Network("fd00:250::/64"), IPv6Network("fe80::/64")))
+    plan = decide(config, replace(facts(up(1), up(2), up(3)), lans=(lan,)))
+    c = plan.nft.contents
+    assert c.npt6 == {"A": (("fd00:250::/64", "2001:db8:101:100::/64"),),
+                      "B": (("fd00:250::/64", "2001:db8:102:100::/64"),)}
+    assert c.npt6_devices == {"wan1": "A", "wan2": "B"}
+    text = plan.nft.full_transaction()
+    assert "add element inet nmbalance npt6_A { fd00:250::/64 : 2001:db8:101:100::/64 }" in text
+    assert "add element inet nmbalance nptin6_B { 2001:db8:102:100::/64 : fd00:250::/64 }" in text
+    assert "snat ip6 prefix to ip6 saddr map @npt6_A" in text
+    assert "meta nfproto ipv6 oifname vmap @npt6_out" in text
+    # C has no prefix6: its LAN IPv6 is masqueraded, as the plan says.
+    assert "wan3" in c.masquerade6 and "C" not in c.npt6
+    assert plan.uplink("C").translation6 == "masquerade"
+    assert plan.uplink("A").translation6 == "npt into 2001:db8:101:100::/56"
+    assert Route(plan.uplink("A").table, "2001:db8:101:100::/56", kind="unreachable",
+                 family=6) in plan.routes

@@ -42,7 +42,7 @@ def test_ipv6_gateways_come_from_each_interfaces_own_default_route() -> None:
     assert only4.uplink("A").gateway6_source is GatewaySource.NONE
 
 
-@pytest.mark.parametrize("mode", ["npt", "prefix"])
+@pytest.mark.parametrize("mode", ["prefix"])
 def test_ipv6_modes_not_built_are_refused_not_ignored(mode: str) -> None:
     with pytest.raises(Exception) as caught:
         load_config_text(f'ipv6 = "{mode}"\n' + CONFIG, "t.toml")
