@@ -1,11 +1,11 @@
-"""IPv6 forwarding throughput under ipv6 = "nat66" against plain IPv6 forwarding
-with masquerade (one nft rule), and an A/A pair (plain against plain) for the
-noise floor of this machine, all in the same run.
+"""IPv6 forwarding throughput under ipv6 = "nat66" and "npt" against plain IPv6
+forwarding with masquerade (one nft rule), and an A/A pair (plain against plain)
+for the noise floor of this machine, all in the same run.
 
 The same lab path for all (LAN -> router -> ISP1 -> server, dual-stack lab,
 the ISP filtering by source prefix, so a ULA LAN gets out only masqueraded),
 offloads off so every 1500-byte packet is forwarded on its own. Each round
-runs plain, nat66 and plain again back to back; the figures are the medians
+runs plain, nat66, npt and plain again back to back; the figures are the medians
 of the per-round ratios with their range (this machine is noisy: see the A/A).
 nmbalance runs in priority mode with ISP1 on top, so every run uses ISP1.
 """
@@ -23,9 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.throughput import CONFIG, PLAIN, offloads_off  # noqa: E402
-from labkit.lab import SERVER_ADDR6, Lab  # noqa: E402
+from labkit.lab import SERVER_ADDR6, Lab, isp_pd6  # noqa: E402
 
 CONFIG6 = CONFIG.replace('mode = "priority"\n', 'mode = "priority"\nipv6 = "nat66"\n')
+CONFIG_NPT = CONFIG.replace('mode = "priority"\n', 'mode = "priority"\nipv6 = "npt"\n').replace(
+    'interface = "wan1"\n', f'interface = "wan1"\nprefix6 = "{isp_pd6(1)}"\n')
 PLAIN6 = PLAIN.replace('masquerade', 'meta nfproto ipv6 masquerade')
 
 
@@ -56,24 +58,31 @@ def main() -> None:
         offloads_off(lab)
         server = lab.spawn(lab.inet, "iperf3", "-s", "-B", SERVER_ADDR6)
         time.sleep(0.5)
-        config = lab.workdir / "nmbalance.toml"
-        config.write_text(CONFIG6)
-        ours, aa, rates = [], [], []
+        configs = {}
+        for mode, text in (("nat66", CONFIG6), ("npt", CONFIG_NPT)):
+            configs[mode] = lab.workdir / f"{mode}.toml"
+            configs[mode].write_text(text)
+        ratios: dict[str, list[float]] = {"nat66": [], "npt": []}
+        aa, rates = [], []
         for _ in range(args.rounds):
             a = plain(lab, args.seconds)
-            assert lab.nmbalance("apply", "-c", str(config)).returncode == 0
-            b = iperf(lab, args.seconds)
-            assert lab.nmbalance("flush", "-c", str(config)).returncode == 0
+            got = [a]
+            for mode, path in configs.items():
+                assert lab.nmbalance("apply", "-c", str(path)).returncode == 0
+                got.append(iperf(lab, args.seconds))
+                assert lab.nmbalance("flush", "-c", str(path)).returncode == 0
+                ratios[mode].append(got[-1] / a)
             c = plain(lab, args.seconds)
-            ours.append(b / a)
+            got.append(c)
             aa.append(c / a)
-            rates.append((a, b, c))
+            rates.append(got)
         server.terminate()
     print(f"IPv6 forwarding, 1 TCP stream, offloads off, {args.rounds} rounds of "
-          f"plain / nat66 / plain, {args.seconds} s each")
-    print("  Gbit/s per round (plain, nat66, plain): "
-          + "; ".join(f"{a:.2f} {b:.2f} {c:.2f}" for a, b, c in rates))
-    print(f"  nat66 / plain masquerade: {spread(ours)}")
+          f"plain / nat66 / npt / plain, {args.seconds} s each")
+    print("  Gbit/s per round (plain, nat66, npt, plain): "
+          + "; ".join(" ".join(f"{x:.2f}" for x in r) for r in rates))
+    print(f"  nat66 / plain masquerade: {spread(ratios['nat66'])}")
+    print(f"  npt / plain masquerade:   {spread(ratios['npt'])}")
     print(f"  A/A, plain / plain:       {spread(aa)}")
 
 

@@ -308,6 +308,20 @@ class Lab:
         self.ip(self.rtr, "-6", "route", "replace", "default", "via", ISP_GATEWAY6, "dev",
                 f"wan{n}", "metric", str(100 + n))
 
+    def start_radvd(self) -> subprocess.Popen[str]:
+        """radvd on the router, reading the config nmbalance wrote (config(ipv6="prefix"))."""
+        return self.spawn(self.rtr, "radvd", "-n", "-C", str(self.workdir / "radvd.conf"),
+                          "-p", str(self.workdir / "radvd.pid"), "-m", "logfile", "-l",
+                          str(self.workdir / "radvd.log"))
+
+    def slaac(self) -> dict[str, tuple[str, bool]]:
+        """The LAN host's autoconfigured addresses: /64 prefix -> (address, deprecated)."""
+        out = json.loads(self.ip(self.lan, "-j", "-6", "addr", "show", "dev", "eth0").stdout)
+        return {str(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network):
+                (a["local"], bool(a.get("deprecated")))
+                for link in out for a in link.get("addr_info", [])
+                if a.get("dynamic") and a.get("scope") == "global"}
+
     def ipv6_dead(self, n: int, on: bool) -> None:
         """ISP n forwards no IPv6, while its IPv4 and its carrier stay."""
         self._isp_filter(n, "v6dead", "meta nfproto ipv6 drop;", on)
@@ -332,11 +346,14 @@ class Lab:
             lines += ["[[uplink]]", f'name = "ISP{n}"', f'interface = "wan{n}"',
                       f"weight = {weights[(n - 1) % len(weights)]}"]
             targets = [isp_probe(n), *([isp_probe6(n)] if mode6 and n in self.dual else [])]
-            if mode6 == "npt" and n in self.dual:
+            if mode6 in ("npt", "prefix") and n in self.dual:
                 lines.append(f'prefix6 = "{isp_pd6(n)}"')
             if probe:
                 lines.append("probe = [" + ", ".join(f'"{t}"' for t in targets) + "]")
         lines += ["[[lan]]", 'name = "LAN"', 'interface = "lan0"']
+        if mode6 == "prefix":
+            lines += ["[radvd]", f'config = "{self.workdir}/radvd.conf"',
+                      f'pidfile = "{self.workdir}/radvd.pid"', "max_interval = 4"]
         if health:
             lines.append("[health]")
             lines += [f"{k} = {str(v).lower() if isinstance(v, bool) else v}"

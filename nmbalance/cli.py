@@ -159,6 +159,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         if config.ipv6 == "npt":
             print(f"  {u.name}: IPv6 " + (f"npt into {u.prefix6}" if u.prefix6 else
                                          "masqueraded (no prefix6)"))
+        elif config.ipv6 == "prefix":
+            print(f"  {u.name}: IPv6 " + (f"prefix {u.prefix6}, a /64 of it per LAN"
+                                         if u.prefix6 else "not for the LANs (no prefix6)"))
         if u.probe:  # as written: names are resolved by the daemon, through the uplink
             print(f"  {u.name}: probes {', '.join(_target(t) for t in u.probe)}")
         elif not args.quiet:

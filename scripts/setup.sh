@@ -6,10 +6,10 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(nftables libnftables1 iproute2 conntrack iptables iperf3 ethtool python3-venv
               util-linux dbus dnsmasq-base systemd)
-# The integration tests run the real NetworkManager and networkd-dispatcher, but
-# only inside lab namespaces with their own bus: installing them must not start
-# or enable them here.
-LAB_ONLY_PACKAGES=(network-manager networkd-dispatcher)
+# The integration tests run the real NetworkManager and networkd-dispatcher, and
+# radvd for ipv6 = "prefix", but only inside lab namespaces (with their own bus):
+# installing them must not start or enable them here.
+LAB_ONLY_PACKAGES=(network-manager networkd-dispatcher radvd)
 
 missing() {
     for pkg in "$@"; do
@@ -41,8 +41,9 @@ if [ "${#lab_only[@]}" -gt 0 ]; then
     # ...nor at the next boot, where systemd runs this machine.
     if [ -d /run/systemd/system ]; then
         systemctl disable --quiet NetworkManager.service NetworkManager-dispatcher.service \
-            NetworkManager-wait-online.service networkd-dispatcher.service 2>/dev/null || true
-        echo "setup: NetworkManager and networkd-dispatcher installed for the lab tests only" \
+            NetworkManager-wait-online.service networkd-dispatcher.service radvd.service \
+            2>/dev/null || true
+        echo "setup: NetworkManager, networkd-dispatcher and radvd installed for the lab tests only" \
              "(disabled on this host)"
     fi
 fi

@@ -265,6 +265,29 @@ def _listen(value: object) -> object:
     return value
 
 
+class RadvdSettings(Strict):
+    """ipv6 = "prefix": the router advertisements the LANs get, written by nmbalance as
+    a whole radvd config of its own and handed to radvd by SIGHUP, so a dead
+    uplink's prefix is deprecated on every LAN host within an advertisement."""
+
+    # The file nmbalance owns and rewrites (radvd -C it; in /run/nmbalance, where the
+    # daemon may write); never the system's radvd.conf.
+    config: FilePath = "/run/nmbalance/radvd.conf"
+    pidfile: FilePath = "/run/radvd.pid"
+    # RFC 9096's figures for a CE router: short enough that a renumbered prefix goes soon.
+    preferred_lifetime: Annotated[int, Field(ge=1, le=86400)] = 2700
+    valid_lifetime: Annotated[int, Field(ge=1, le=172800)] = 5400
+    # Unsolicited advertisements at most this many seconds apart (radvd: 4 to 1800);
+    # a change is sent at once on reload.
+    max_interval: Annotated[int, Field(ge=4, le=1800)] = 30
+
+    @model_validator(mode="after")
+    def _lifetimes(self) -> RadvdSettings:
+        if self.preferred_lifetime > self.valid_lifetime:
+            raise ValueError("preferred_lifetime cannot be longer than valid_lifetime")
+        return self
+
+
 class MetricsSettings(Strict):
     """Prometheus metrics; `nmbalance metrics` prints them whatever these say."""
 
@@ -405,8 +428,9 @@ class Config(Strict):
     race: bool = True  # fastest-response as the mode: see Rule.race
     # "off": IPv6 is left exactly as the system routes it; "nat66": balanced and
     # masqueraded per uplink like IPv4; "npt": balanced like nat66, the LANs' prefixes
-    # translated one to one into each uplink's prefix6. prefix is refused until it is
-    # built, never silently ignored.
+    # translated one to one into each uplink's prefix6; "prefix": each LAN gets a /64 of
+    # every uplink's prefix6 by router advertisement, and IPv6 leaves by its source
+    # prefix, in priority order (the dead or standby ones deprecated).
     ipv6: Literal["off", "nat66", "npt", "prefix"] = "off"
     uplink: Annotated[list[Uplink], Field(min_length=1), BeforeValidator(at_most(255))]
     lan: Annotated[list[Lan], BeforeValidator(at_most(256))] = []
@@ -416,6 +440,7 @@ class Config(Strict):
     firewall: FirewallSettings = FirewallSettings()
     daemon: DaemonSettings = DaemonSettings()
     metrics: MetricsSettings = MetricsSettings()
+    radvd: RadvdSettings = RadvdSettings()
     forwarding_group: Annotated[list[ForwardingGroup], BeforeValidator(at_most(256))] = []
     port_forward: Annotated[list[PortForward], BeforeValidator(at_most(4096))] = []
     route: Annotated[list[StaticRoute], BeforeValidator(at_most(4096))] = []
@@ -434,7 +459,8 @@ class Config(Strict):
 
 Loc = tuple[str | int, ...]
 # The ipv6 modes that balance IPv6 per uplink with marks, as IPv4 is.
-IPV6_BALANCED = ("nat66", "npt")
+IPV6_BALANCED = ("nat66", "npt", "prefix")
+PREFIX_MODES = ("npt", "prefix")  # the modes that use the uplinks' prefix6
 # Methods whose races are made over IPv4 only.
 IPV4_ONLY_METHODS = ("fastest-response",)
 
@@ -443,23 +469,21 @@ def _ipv6_problems(config: Config) -> list[tuple[Loc, str]]:
     """What the chosen ipv6 mode cannot do, refused rather than done some other way."""
     problems: list[tuple[Loc, str]] = []
     with_prefix = [(i, u) for i, u in enumerate(config.uplink) if u.prefix6 is not None]
-    if config.ipv6 != "npt":
-        problems += [(("uplink", i, "prefix6"), f"prefix6 is translated into only with "
-                      f"ipv6 = \"npt\" (ipv6 = {config.ipv6!r} has no use for it)")
+    if config.ipv6 not in PREFIX_MODES:
+        problems += [(("uplink", i, "prefix6"), f"prefix6 is used only with ipv6 = \"npt\" "
+                      f"or \"prefix\" (ipv6 = {config.ipv6!r} has no use for it)")
                      for i, _ in with_prefix]
     elif not with_prefix:
-        problems.append((("ipv6",), "ipv6 = \"npt\" translates the LANs' prefixes into the "
-                         "uplinks' prefix6, and no uplink has one: give each uplink's "
-                         "delegated prefix as prefix6, or use \"nat66\""))
+        problems.append((("ipv6",), f"ipv6 = \"{config.ipv6}\" needs the uplinks' prefix6, "
+                         "and no uplink has one: give each uplink's delegated prefix as "
+                         "prefix6, or use \"nat66\""))
+    if config.ipv6 == "prefix":
+        problems += _prefix_problems(config)
     for n, (i, u) in enumerate(with_prefix):
         for _, v in with_prefix[:n]:
             if u.prefix6 is not None and v.prefix6 is not None and u.prefix6.overlaps(v.prefix6):
                 problems.append((("uplink", i, "prefix6"), f"prefix6 {u.prefix6} overlaps "
                                  f"uplink {v.name!r}'s {v.prefix6}"))
-    if config.ipv6 == "prefix":
-        problems.append((("ipv6",), "ipv6 = \"prefix\" is not available yet: use \"npt\" "
-                         "(each uplink's prefix6, translated), \"nat66\" (masquerade per "
-                         "uplink), or \"off\" to leave IPv6 to the system's routes"))
     if config.ipv6 == "off":
         for i, u in enumerate(config.uplink):
             six = [str(t) for t in u.probe if isinstance(t, IPv6Address)]
@@ -475,6 +499,20 @@ def _ipv6_problems(config: Config) -> list[tuple[Loc, str]]:
             problems.append((loc, f"method {method!r} races destinations over IPv4 only and "
                              f"cannot balance IPv6 yet (ipv6 = {config.ipv6!r}): use another "
                              "method, or ipv6 = \"off\""))
+    return problems
+
+
+def _prefix_problems(config: Config) -> list[tuple[Loc, str]]:
+    """ipv6 = "prefix" carves a /64 per LAN out of every prefix6, and needs LANs."""
+    problems: list[tuple[Loc, str]] = []
+    if not config.lan:
+        problems.append((("ipv6",), "ipv6 = \"prefix\" advertises the uplinks' prefixes on "
+                         "the LANs, and there is no [[lan]]"))
+    for i, u in enumerate(config.uplink):
+        if u.prefix6 is not None and 2 ** (64 - u.prefix6.prefixlen) < len(config.lan):
+            problems.append((("uplink", i, "prefix6"), f"prefix6 {u.prefix6} holds "
+                             f"{2 ** (64 - u.prefix6.prefixlen)} /64, and there are "
+                             f"{len(config.lan)} LANs to give one each"))
     return problems
 
 

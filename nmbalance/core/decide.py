@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
-from nmbalance.config.model import IPV6_BALANCED, Config, Rule, Uplink
+from nmbalance.config.model import IPV6_BALANCED, PREFIX_MODES, Config, Rule, Uplink
 from nmbalance.core.decide6 import (
     chosen_by_source,
     collapse,
@@ -30,6 +30,7 @@ from nmbalance.core.plan import (
     UplinkPlan,
     UplinkStatus,
 )
+from nmbalance.core.prefix6 import RadvdPlan, advertised, lan_block, prefix_contents, render_radvd
 from nmbalance.core.ruleset import (
     DEFAULT_GROUP,
     Group,
@@ -306,6 +307,12 @@ def decide(
     for f in (fam, fam6):
         if f is not None:
             _distribute(f, groups, methods, members, measured, idents)
+    # ipv6 = "prefix": the one uplink whose prefix is preferred on the LANs.
+    top6 = None
+    if config.ipv6 == "prefix" and fam6 is not None:
+        with6 = [u.name for u in config.uplink if u.prefix6 is not None]
+        chosen = _group_weights("priority", with6, fam6.weights, fam6.degraded, fam6.usable)
+        top6 = chosen[0][0] if chosen else None
 
     # 4. Kernel routing: a table per routed uplink (enforced ones get one even
     # when unreachable, so their traffic never leaks to another uplink).
@@ -325,11 +332,13 @@ def decide(
         for f in (fam, fam6):
             if f is not None:
                 _route(f, u.name, layout, i, iface, routes, rules)
-        if config.ipv6 == "npt" and u.prefix6 is not None and fam6 and fam6.per[u.name].routed:
+        if config.ipv6 in PREFIX_MODES and u.prefix6 and fam6 and fam6.per[u.name].routed:
             # What comes in for a part of prefix6 no LAN stands for is refused here, not
             # sent back out by the default route to bounce until its hop limit runs out.
             routes.append(Route(layout.table(i), str(u.prefix6), kind="unreachable", family=6))
         six = fam6.state(u.name) if fam6 is not None else (None, "")
+        if top6 is not None and six[0] is not None and six[0].usable and u.name != top6:
+            six = (UplinkStatus.STANDBY, f"its prefix is deprecated while {top6} is up")
         d6 = fam6.per[u.name] if fam6 is not None else None
         uplinks.append(UplinkPlan(
             name=u.name, ident=idents[u.name], id=i, mark=layout.mark(i), table=layout.table(i),
@@ -338,11 +347,19 @@ def decide(
             weight=u.weight, share=fam.share[u.name], routed=per[u.name].routed,
             status6=six[0], reason6=six[1], gateway6=d6.gateway if d6 else None,
             gateway6_source=d6.gateway_source if d6 else "",
-            share6=fam6.share[u.name] if fam6 is not None else 0.0,
+            share6=(float(u.name == top6) if config.ipv6 == "prefix"
+                    else fam6.share[u.name] if fam6 is not None else 0.0),
             routed6=bool(d6 and d6.routed),
-            translation6=(("npt into " + str(u.prefix6) if u.prefix6 else "masquerade")
-                          if fam6 is not None and config.ipv6 == "npt" else ""),
+            translation6=_translation6(config, u, top6, six[0]),
         ))
+    if config.ipv6 == "prefix":
+        # Each LAN's blocks are on-link there, the dead uplinks' too: their hosts keep
+        # those addresses (valid, deprecated), and rescued replies come back to them.
+        present = {lan.name for lan in facts.lans if lan.present}
+        routes += [Route(MAIN_TABLE, str(lan_block(u.prefix6, k)), interface=lan.device,
+                         family=6)
+                   for k, lan in enumerate(config.lan) if lan.name in present
+                   for u in config.uplink if u.prefix6 is not None]
 
     # 5. The nft table.
     spec = TableSpec(
@@ -365,6 +382,7 @@ def decide(
         learn_group=config.kernel.learn_log_group,
         ipv6=fam6 is not None,
         npt=config.ipv6 == "npt",
+        prefix=config.ipv6 == "prefix",
     )
     contents = _contents(config, facts, per, idents, fam.usable, fam.slot_map, spec, layout, uid)
     if fam6 is not None:
@@ -372,6 +390,12 @@ def decide(
                                                  fam6.slot_map, spec))
     if spec.npt and fam6 is not None:
         contents = replace(contents, **npt_contents(config, facts, fam6.per, idents, warnings))
+    radvd = None
+    if spec.prefix and fam6 is not None:
+        contents = replace(contents, **prefix_contents(config, fam6.per, fam6.usable, top6,
+                                                       idents))
+        radvd = RadvdPlan(config.radvd.config, config.radvd.pidfile,
+                          render_radvd(config.radvd, advertised(config, top6)))
     digest, structure = render_structure(spec)
     return Plan(
         uplinks=tuple(uplinks),
@@ -384,9 +408,25 @@ def decide(
         route_protocol=config.kernel.route_protocol,
         live_marks=frozenset(layout.mark(uid[n]) for n in names if n in fam.usable),
         warnings=tuple(warnings),
+        radvd=radvd,
         forwarding=config.kernel.ip_forward is True or (
             config.kernel.ip_forward == "auto" and bool(config.lan)),
     )
+
+
+def _translation6(config: Config, u: Uplink, top6: str | None,
+                  status6: UplinkStatus | None) -> str:
+    """How the LANs' IPv6 leaves by this uplink, for the plan's description."""
+    if config.ipv6 == "npt":
+        return f"npt into {u.prefix6}" if u.prefix6 else "masquerade"
+    if config.ipv6 != "prefix":
+        return ""
+    if u.prefix6 is None:
+        return "no prefix6: LAN IPv6 does not leave by it"
+    state = "preferred" if u.name == top6 else "deprecated"
+    rescued = (f", its sources leave by {top6} translated" if top6 and u.name != top6
+               and status6 not in (UplinkStatus.ACTIVE, UplinkStatus.STANDBY) else "")
+    return f"prefix {u.prefix6} {state} on the LANs{rescued}"
 
 
 # Devices whose MTU is below Ethernet's by nature: PPP(oE) and tunnels.

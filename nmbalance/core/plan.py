@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from nmbalance.core.prefix6 import RadvdPlan
 from nmbalance.core.ruleset import TableContents, TableSpec, sticky_sets
 
 MAIN_TABLE = 254
@@ -49,7 +50,7 @@ class UplinkPlan:
     gateway6_source: str = ""
     share6: float = 0.0
     routed6: bool = False
-    translation6: str = ""  # npt: how its LAN IPv6 leaves ("npt into P", "masquerade")
+    translation6: str = ""  # npt, prefix: how the LANs' IPv6 leaves by it
 
 
 @dataclass(frozen=True, order=True)
@@ -120,6 +121,7 @@ class Plan:
     route_protocol: int
     live_marks: frozenset[int]
     warnings: tuple[str, ...] = ()
+    radvd: RadvdPlan | None = None  # ipv6 = "prefix": the LANs' router advertisements
     forwarding: bool = False  # net.ipv4.ip_forward must be on (a router with LANs)
 
     @property
@@ -166,4 +168,7 @@ class Plan:
         lines += [r.describe() for r in self.routes]
         lines.append(f"# rules (proto {self.route_protocol})")
         lines += [r.describe() for r in self.rules]
+        if self.radvd is not None:
+            lines.append(f"# radvd config {self.radvd.path} (reloaded by {self.radvd.pidfile})")
+            lines += self.radvd.text.rstrip().splitlines()
         return "\n".join(lines) + "\n"

@@ -93,6 +93,12 @@ class TableSpec:
     learn_group: int = 7700  # the NFLOG group new fastest-response destinations go to
     ipv6: bool = False  # an ipv6 mode: IPv6 balanced with its own weights and masqueraded
     npt: bool = False  # ipv6 = "npt": the LANs' prefixes translated into each uplink's
+    prefix: bool = False  # ipv6 = "prefix": LAN IPv6 leaves by its source prefix
+
+    @property
+    def translates6(self) -> bool:
+        """Whether some IPv6 leaves prefix-translated: npt's, and prefix's rescue."""
+        return self.npt or self.prefix
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,10 @@ class TableContents:
     # that translate -> the uplink ident whose pairs they use.
     npt6: Mapping[str, Sequence[tuple[str, str]]] = field(default_factory=dict)
     npt6_devices: Mapping[str, str] = field(default_factory=dict)
+    # prefix: each uplink's prefix6 -> the uplink ident its sources leave by; and every
+    # prefix6, whose sources are never masqueraded.
+    prefix6_src: Mapping[str, str] = field(default_factory=dict)
+    native6: tuple[str, ...] = ()
 
 
 def sticky_set(group: str, uplink: str, family: int = 4) -> str:
@@ -203,17 +213,21 @@ def _npt_chains(spec: TableSpec) -> list[str]:
     errors they carry): LAN sources leaving an uplink take its prefix, and new
     connections to that prefix come in to the LAN host it stands for. A source no
     map holds (the router's own) falls through to masquerade."""
-    out = ["  map npt6_out { type ifname : verdict; }", "  map npt6_in { type ifname : verdict; }"]
+    out = ["  map npt6_out { type ifname : verdict; }"]
+    interval = "type ipv6_addr : interval ipv6_addr; flags interval;"
     for u in spec.uplinks:
         out_map, in_map = npt_maps(u.ident)
-        out += [f"  map {m} {{ type ipv6_addr : interval ipv6_addr; flags interval; }}"
-                for m in (out_map, in_map)]
+        out.append(f"  map {out_map} {{ {interval} }}")
         out.append(f"  chain npt_{u.ident} {{ snat ip6 prefix to ip6 saddr map @{out_map}; }}")
-        out.append(f"  chain nptin_{u.ident} {{ dnat ip6 prefix to ip6 daddr map @{in_map}; }}")
-    out += ["  chain npt_inbound {",
-            "    type nat hook prerouting priority dstnat; policy accept;",
-            "    meta nfproto ipv6 iifname vmap @npt6_in",
-            "  }"]
+        if spec.npt:
+            out.append(f"  map {in_map} {{ {interval} }}")
+            out.append(f"  chain nptin_{u.ident} {{ dnat ip6 prefix to ip6 daddr map @{in_map}; }}")
+    if spec.npt:  # prefix's addresses are routed in as they are
+        out += ["  map npt6_in { type ifname : verdict; }",
+                "  chain npt_inbound {",
+                "    type nat hook prerouting priority dstnat; policy accept;",
+                "    meta nfproto ipv6 iifname vmap @npt6_in",
+                "  }"]
     return out
 
 
@@ -257,6 +271,9 @@ def _table_body(spec: TableSpec) -> str:
         add("  set masq6 { type ifname; }")
         add("  map dns6 { type ipv6_addr : verdict; }")
         add("  map source6 { type ipv6_addr : verdict; }")
+    if spec.prefix:
+        add("  map prefix6_src { type ipv6_addr : verdict; flags interval; }")
+        add("  set native6 { type ipv6_addr; flags interval; }")
     for g in spec.groups:
         if g.kind != "enforced":
             add(f"  map w_{g.ident} {{ typeof numgen random mod {SLOTS} : verdict; flags interval; }}")
@@ -294,6 +311,9 @@ def _table_body(spec: TableSpec) -> str:
     if spec.ipv6:
         add("    ip6 daddr @bypass6 return")
         add("    ip6 daddr vmap @dns6")
+    if spec.prefix:
+        # The host chose its uplink when it chose its source address.
+        add("    ip6 saddr vmap @prefix6_src")
     for match, group in spec.matches:
         add(f"    {match} goto pick_{group}")
     add("    goto pick_default")
@@ -330,13 +350,15 @@ def _table_body(spec: TableSpec) -> str:
     add("  }")
     add("  chain postrouting {")
     add("    type nat hook postrouting priority srcnat; policy accept;")
-    if spec.npt:
+    if spec.translates6:
         add("    meta nfproto ipv6 oifname vmap @npt6_out")
+    if spec.prefix:
+        add("    meta nfproto ipv6 ip6 saddr @native6 accept")
     add("    oifname @masq meta nfproto ipv4 masquerade")
     if spec.ipv6:
         add("    oifname @masq6 meta nfproto ipv6 masquerade")
     add("  }")
-    if spec.npt:
+    if spec.translates6:
         out.extend(_npt_chains(spec))
     if spec.port_forwards:
         out.extend(_port_forward_chains(spec))
@@ -506,15 +528,20 @@ def render_contents(spec: TableSpec, contents: TableContents) -> str:
         for g in spec.groups:
             if g.kind != "enforced":
                 fill("map", f"w6_{g.ident}", _slots(g, contents.weights6.get(g.ident, ()), 6))
-    if spec.npt:
+    if spec.translates6:
         fill("map", "npt6_out", [f'"{i}" : jump npt_{u}' for i, u in contents.npt6_devices.items()])
-        fill("map", "npt6_in", [f'"{i}" : jump nptin_{u}'
-                                for i, u in contents.npt6_devices.items()])
         for up in spec.uplinks:
             pairs = contents.npt6.get(up.ident, ())
             out_map, in_map = npt_maps(up.ident)
             fill("map", out_map, [f"{lan} : {wan}" for lan, wan in pairs])
-            fill("map", in_map, [f"{wan} : {lan}" for lan, wan in pairs])
+            if spec.npt:
+                fill("map", in_map, [f"{wan} : {lan}" for lan, wan in pairs])
+    if spec.npt:
+        fill("map", "npt6_in", [f'"{i}" : jump nptin_{u}'
+                                for i, u in contents.npt6_devices.items()])
+    if spec.prefix:
+        fill("map", "prefix6_src", [f"{p} : goto up_{u}" for p, u in contents.prefix6_src.items()])
+        fill("set", "native6", contents.native6)
     fill("set", "lan_sources", [f'"{i}" . {p}' for i, p in contents.lan_sources])
     if spec.restrictive:
         fill("set", "forward_allowed", [f'"{a}" . {p} . "{b}" . {q}'

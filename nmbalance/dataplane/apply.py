@@ -29,6 +29,7 @@ from nmbalance.core.plan import Plan
 from nmbalance.core.ruleset import sticky_sets, sticky_timeouts
 from nmbalance.dataplane import conntrack, routing
 from nmbalance.dataplane.nft import NftTable, TableState, planned_names
+from nmbalance.dataplane.radvd import Radvd
 from nmbalance.dataplane.sysctl import Sysctls
 from nmbalance.errors import ApplyError
 
@@ -134,6 +135,7 @@ class Applier:
         # and a new conntrack socket costs ~10 ms.
         self._tables: dict[str, NftTable] = {}
         self._conntrack = conntrack.ConntrackCleaner()
+        self._radvd = Radvd()
 
     def table(self, name: str) -> NftTable:
         if name not in self._tables:
@@ -184,6 +186,9 @@ class Applier:
                             or routing.owned_rules(self.ipr, proto) != want[1]):
             raise ApplyError("routes or rules differ from the plan after reconcile")
         self._routing, self._dead, self._dead6 = want, plan.dead_marks, plan.dead_marks6
+        # After the routes: a host told to prefer a prefix finds it routed.
+        if plan.radvd is not None:
+            self._radvd.publish(plan.radvd)
         return ApplyReport(mode, made + broken, dropped, left | left6, (placed - started) * 1000,
                            (cleaned - placed) * 1000, dropped6)
 

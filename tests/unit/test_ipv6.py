@@ -116,7 +116,6 @@ def test_off_leaves_the_ruleset_and_routes_ipv4_only() -> None:
 
 
 @pytest.mark.parametrize(("edit", "where", "why"), [
-    (('ipv6 = "nat66"', 'ipv6 = "prefix"'), "t.toml:1: ipv6", "not available yet"),
     (('ipv6 = "nat66"', 'ipv6 = "npt"'), "t.toml:1: ipv6", "no uplink has one"),
     (('weight = 3\n', 'weight = 3\nprefix6 = "2001:db8:102:100::/56"\n'),
      "uplink[1].prefix6", "only with ipv6 = \"npt\""),
@@ -199,3 +198,46 @@ def test_npt_translates_lan_prefixes_per_uplink_and_masquerades_the_rest() -> No
     assert plan.uplink("A").translation6 == "npt into 2001:db8:101:100::/56"
     assert Route(plan.uplink("A").table, "2001:db8:101:100::/56", kind="unreachable",
                  family=6) in plan.routes
+
+
+PREFIX = NPT.replace('ipv6 = "npt"', 'ipv6 = "prefix"')
+
+
+def test_prefix_prefers_the_top_uplinks_prefix_and_rescues_a_dead_ones_sources() -> None:
+    config = load_config_text(PREFIX.replace("weight = 1\n", "weight = 5\n", 1), "t.toml")
+    lan = LanFacts("L", "lan0", True, (IPv4Network("10.250.0.0/24"),))
+    both = replace(facts(up(1), up(2), up(3)), lans=(lan,))
+    plan = decide(config, both)
+    assert plan.radvd is not None
+    text = plan.radvd.text
+    assert "interface lan0 {" in text
+    # A (weight 5) is on top: its /64 is preferred, B's advertised deprecated.
+    assert "prefix 2001:db8:101:100::/64 {  # A" in text
+    a_block, b_block = (text.split(f"prefix 2001:db8:10{n}:100::/64")[1].split("};")[0]
+                        for n in (1, 2))
+    assert "AdvPreferredLifetime 2700;" in a_block and "AdvPreferredLifetime 0;" in b_block
+    assert "AdvValidLifetime 5400;" in b_block  # still valid: its connections go on
+    c = plan.nft.contents
+    assert c.prefix6_src == {"2001:db8:101:100::/56": "A", "2001:db8:102:100::/56": "B"}
+    assert c.npt6 == {}
+    assert plan.uplink("B").status6 is UplinkStatus.STANDBY
+    assert Route(254, "2001:db8:102:100::/64", interface="lan0", family=6) in plan.routes
+    assert "ip6 saddr vmap @prefix6_src" in plan.nft.structure
+    assert "ip6 saddr @native6 accept" in plan.nft.structure
+    # A's IPv6 dies: B's prefix is preferred, A's sources leave by B translated.
+    dead = decide(config, replace(both, uplinks=(up(1, health6=Health.DOWN), up(2), up(3))))
+    assert dead.radvd is not None
+    assert "AdvPreferredLifetime 2700;" in dead.radvd.text.split(
+        "prefix 2001:db8:102:100::/64")[1].split("};")[0]
+    c = dead.nft.contents
+    assert c.prefix6_src["2001:db8:101:100::/56"] == "B"
+    assert c.npt6 == {"B": (("2001:db8:101:100::/64", "2001:db8:102:100::/64"),)}
+    assert "leave by B translated" in dead.uplink("A").translation6
+
+
+def test_prefix_needs_lans_and_room_for_them() -> None:
+    with pytest.raises(Exception, match="there is no"):
+        load_config_text(PREFIX.split("[[lan]]")[0], "t.toml")
+    two = PREFIX.replace("::/56", "::/64") + '[[lan]]\nname = "M"\ninterface = "lan1"\n'
+    with pytest.raises(Exception, match=r"holds 1 /64, and there are 2 LANs"):
+        load_config_text(two, "t.toml")

@@ -42,11 +42,11 @@ def test_ipv6_gateways_come_from_each_interfaces_own_default_route() -> None:
     assert only4.uplink("A").gateway6_source is GatewaySource.NONE
 
 
-@pytest.mark.parametrize("mode", ["prefix"])
-def test_ipv6_modes_not_built_are_refused_not_ignored(mode: str) -> None:
+@pytest.mark.parametrize("mode", ["npt", "prefix"])
+def test_ipv6_modes_of_prefixes_are_refused_without_one(mode: str) -> None:
     with pytest.raises(Exception) as caught:
         load_config_text(f'ipv6 = "{mode}"\n' + CONFIG, "t.toml")
-    assert "t.toml:1: ipv6:" in str(caught.value) and "not available yet" in str(caught.value)
+    assert "t.toml:1: ipv6:" in str(caught.value) and "no uplink has one" in str(caught.value)
     assert load_config_text('ipv6 = "off"\n' + CONFIG, "t.toml").ipv6 == "off"
 
 
