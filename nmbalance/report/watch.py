@@ -4,6 +4,7 @@ log, one line per change instead. Ctrl-C ends it cleanly."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -53,8 +54,16 @@ class History:
         return out
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def watch(get: Callable[[], dict[str, Any]], out: TextIO, interval: float = 1.0,
           sleep: Callable[[float], None] = time.sleep) -> int:
+    # A handler of our own: asyncio.run (the daemon's status over the bus) replaces
+    # only the default one, with one that cancels its task, and a cancellation the
+    # bus library swallows would lose the Ctrl-C that should end the watch.
+    previous_handler = signal.signal(signal.SIGINT, _interrupted)
     tty = out.isatty()
     bars = BARS if (getattr(out, "encoding", "") or "").lower().replace("-", "") == "utf8" \
         else ASCII_BARS
@@ -79,6 +88,7 @@ def watch(get: Callable[[], dict[str, Any]], out: TextIO, interval: float = 1.0,
     except KeyboardInterrupt:
         return 0
     finally:
+        signal.signal(signal.SIGINT, previous_handler)
         if tty:
             out.write("\x1b[?25h")
             out.flush()
