@@ -6,6 +6,7 @@ each, and a dead ISP's prefix is deprecated so new connections take the other.""
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ import pytest
 from labkit.daemon import DaemonProcess
 from labkit.lab import SERVER_ADDR6, Lab, wait_for
 from labkit.managers import Bus
-from tests.lab.test_nat66 import start, status, v6
+from tests.lab.test_nat66 import UPLOAD, start, status, v6
 
 BLOCK = {1: "2001:db8:101:100::/64", 2: "2001:db8:102:100::/64"}  # ISP n's on the LAN
 
@@ -25,6 +26,10 @@ def lab6() -> Iterator[Lab]:
     with Lab(isps=3) as built:
         built.dual_stack((1, 2))
         Bus(built)
+        # radvd reads the file nmbalance writes: one apply before it starts.
+        path = built.write(built.config(ipv6="prefix", weights=(3, 1, 1)), "first.toml")
+        assert built.nmbalance("apply", "-c", path).returncode == 0
+        built.start_radvd()
         yield built
 
 
@@ -49,7 +54,6 @@ def deprecated(lab: Lab, n: int) -> bool:
 def test_prefix_deprecates_a_dead_isps_prefix_and_rescues_its_sources(
         lab6: Lab, daemon6: list[DaemonProcess]) -> None:
     daemon = start(lab6, daemon6, ipv6="prefix", weights=(3, 1, 1))
-    radvd = lab6.start_radvd()
     # The host holds an address of each prefix; ISP1's (on top by weight) preferred.
     assert wait_for(lambda: set(lab6.slaac()) == set(BLOCK.values()), 15), lab6.slaac()
     assert wait_for(lambda: deprecated(lab6, 2) and not deprecated(lab6, 1), 10), lab6.slaac()
@@ -78,7 +82,8 @@ def test_prefix_deprecates_a_dead_isps_prefix_and_rescues_its_sources(
     lab6.ipv6_dead(1, False)
     assert wait_for(lambda: deprecated(lab6, 2) and not deprecated(lab6, 1), 20), lab6.slaac()
     assert lab6.sources(50, server=SERVER_ADDR6) == {addr[1]: 50}
-    assert radvd.poll() is None, (lab6.workdir / "radvd.log").read_text()
+    assert "radvd" in (lab6.workdir / "radvd.log").read_text()
+    assert "reloaded (radvd pid" in daemon.text()
     path = str(lab6.workdir / "nmbalance.toml")
     checked = lab6.nmbalance("check", "-q", "-c", path).stdout
     assert "ISP1: IPv6 prefix 2001:db8:101:100::/56, a /64 of it per LAN" in checked, checked
@@ -86,3 +91,30 @@ def test_prefix_deprecates_a_dead_isps_prefix_and_rescues_its_sources(
     shown = lab6.nmbalance("apply", "-c", path, "--dry-run").stdout
     assert "prefix 2001:db8:102:100::/56 deprecated on the LANs" in shown, shown
     assert "# radvd config" in shown and "AdvPreferredLifetime 0;" in shown, shown
+
+
+def test_packet_too_big_reaches_the_lan_host_by_its_own_prefix(lab6: Lab) -> None:
+    """Routed, not translated: the ISP's ICMPv6 Packet Too Big goes straight to the
+    LAN host's address in the ISP's prefix."""
+    apply = lab6.nmbalance("apply", "-c", lab6.write(lab6.config(ipv6="prefix", weights=(3, 1, 1))))
+    assert apply.returncode == 0, apply.stderr
+    assert wait_for(lambda: set(lab6.slaac()) == set(BLOCK.values()), 15), lab6.slaac()
+    links = [(lab6.isp(n), "inet") for n in (1, 2)] + [(lab6.inet, f"isp{n}") for n in (1, 2)]
+    for ns, dev in links:
+        lab6.ip(ns, "link", "set", dev, "mtu", "1280")
+    for n in (1, 2):
+        lab6.ip(lab6.inet, "-6", "route", "replace", f"2001:db8:1{n:02d}:100::/56", "via",
+                f"2001:db8:2{n:02d}::1", "advmss", "1440")
+    try:
+        up = lab6.sh(lab6.lan, sys.executable, "-c", UPLOAD, SERVER_ADDR6, check=False)
+        assert up.stdout.strip() == "300000", (up.stdout, up.stderr)
+        cached = lab6.ip(lab6.lan, "-6", "route", "get", SERVER_ADDR6).stdout
+        assert "mtu 1280" in cached and "2001:db8:101:100:" in cached, cached
+    finally:
+        for ns, dev in links:
+            lab6.ip(ns, "link", "set", dev, "mtu", "1500")
+        for n in (1, 2):
+            lab6.ip(lab6.inet, "-6", "route", "replace", f"2001:db8:1{n:02d}:100::/56", "via",
+                    f"2001:db8:2{n:02d}::1")
+        lab6.ip(lab6.lan, "-6", "route", "flush", "cache", check=False)
+        lab6.nmbalance("flush", "-c", str(lab6.workdir / "nmbalance.toml"))
