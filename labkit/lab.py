@@ -386,7 +386,8 @@ class Lab:
                          percent is not None)
 
     def delay(self, n: int, ms: float, dst: str | None = None) -> None:
-        """Delay what the router sends through ISP n (to `dst` only, if given) by `ms`
+        """Delay what the router sends through ISP n (to `dst` only, if given, IPv4 or
+        IPv6; else its IPv4) by `ms`
         (labkit.delayer: this kernel has no netem). The first call starts the
         delayer; later ones retune it."""
         key = (n, dst)
@@ -406,7 +407,8 @@ class Lab:
                                                             else ""))
         # One destination's delay goes before any ISP-wide one (a queue's verdict ends
         # the chain for that packet).
-        self.sh(self.isp(n), "iptables", *(["-I", "FORWARD", "1"] if dst else ["-A", "FORWARD"]),
+        tables = "ip6tables" if dst and ":" in dst else "iptables"
+        self.sh(self.isp(n), tables, *(["-I", "FORWARD", "1"] if dst else ["-A", "FORWARD"]),
                 "-i", "rtr",
                 *(["-d", dst] if dst else []), "-j", "NFQUEUE", "--queue-num", str(queue),
                 "--queue-bypass")

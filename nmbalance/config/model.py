@@ -461,8 +461,6 @@ Loc = tuple[str | int, ...]
 # The ipv6 modes that balance IPv6 per uplink with marks, as IPv4 is.
 IPV6_BALANCED = ("nat66", "npt", "prefix")
 PREFIX_MODES = ("npt", "prefix")  # the modes that use the uplinks' prefix6
-# Methods whose races are made over IPv4 only.
-IPV4_ONLY_METHODS = ("fastest-response",)
 
 
 def _ipv6_problems(config: Config) -> list[tuple[Loc, str]]:
@@ -492,13 +490,6 @@ def _ipv6_problems(config: Config) -> list[tuple[Loc, str]]:
                                  "ipv6 = \"off\" leaves IPv6 to the system: set ipv6 = "
                                  "\"nat66\" to balance it"))
         return problems
-    users: list[tuple[Loc, str]] = [(("mode",), config.mode)]
-    users += [(("rule", i, "method"), r.method) for i, r in enumerate(config.rule)]
-    for loc, method in users:
-        if method in IPV4_ONLY_METHODS:
-            problems.append((loc, f"method {method!r} races destinations over IPv4 only and "
-                             f"cannot balance IPv6 yet (ipv6 = {config.ipv6!r}): use another "
-                             "method, or ipv6 = \"off\""))
     return problems
 
 

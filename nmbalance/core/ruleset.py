@@ -126,7 +126,7 @@ class TableContents:
     dns6: Mapping[str, str] = field(default_factory=dict)
     source6: Mapping[str, str] = field(default_factory=dict)
     masquerade6: tuple[str, ...] = ()
-    dead_sticky_sets6: tuple[str, ...] = ()  # IPv6 persistence's, of uplinks whose IPv6 is out
+    dead_sticky_sets6: tuple[str, ...] = ()  # IPv6 sticky sets of uplinks whose IPv6 is out
     # npt: uplink ident -> its (LAN prefix, translated prefix) pairs; and the devices
     # that translate -> the uplink ident whose pairs they use.
     npt6: Mapping[str, Sequence[tuple[str, str]]] = field(default_factory=dict)
@@ -149,8 +149,8 @@ LEARN_PREFIX = "nmb:"  # the log prefix of a new fastest-response destination: n
 
 def _sticky_groups(spec: TableSpec, family: int | None = None) -> list[tuple[Group, int]]:
     """Each group with sticky sets, once per family it has them for (or for `family`)."""
-    out = [(g, 4) for g in spec.groups if g.kind in STICKY_KINDS]
-    out += [(g, 6) for g in spec.groups if spec.ipv6 and g.kind == "persistence"]
+    out = [(g, f) for g in spec.groups if g.kind in STICKY_KINDS
+           for f in ((4, 6) if spec.ipv6 else (4,))]
     return [(g, f) for g, f in out if family in (None, f)]
 
 
@@ -167,9 +167,9 @@ def sticky_timeouts(spec: TableSpec) -> dict[str, int]:
             for g, family in _sticky_groups(spec) for u in g.uplinks}
 
 
-def asked_set(group: str) -> str:
+def asked_set(group: str, family: int = 4) -> str:
     """fastest-response: destinations already handed to the daemon to race."""
-    return f"asked_{group}"
+    return f"asked_{group}" if family == 4 else f"asked6_{group}"
 
 
 ASKED_TIMEOUT = 60  # seconds before a destination that was not learned is asked again
@@ -280,19 +280,16 @@ def _table_body(spec: TableSpec) -> str:
             if spec.ipv6:
                 add(f"  map w6_{g.ident} {{ typeof numgen random mod {SLOTS} : verdict; "
                     "flags interval; }")
-        if g.kind in STICKY_KINDS:
-            key = _sticky_key(g)
+        for sticky, family in _sticky_groups(spec):
+            if sticky is not g:
+                continue
             for u in g.uplinks:
-                add(f"  set {sticky_set(g.ident, u)} {{ typeof {key}; "
-                    f"flags dynamic,timeout; timeout {g.persistence_timeout}s; }}")
-        if g.kind == "persistence" and spec.ipv6:
-            for u in g.uplinks:
-                add(f"  set {sticky_set(g.ident, u, 6)} {{ typeof "
-                    f"{STICKY_KEYS6[g.persistence_by]}; flags dynamic,timeout; "
+                add(f"  set {sticky_set(g.ident, u, family)} {{ typeof "
+                    f"{_sticky_key(g, family)}; flags dynamic,timeout; "
                     f"timeout {g.persistence_timeout}s; }}")
-        if g.kind == "fastest" and g.race:
-            add(f"  set {asked_set(g.ident)} {{ typeof ip daddr; flags dynamic,timeout; "
-                f"timeout {ASKED_TIMEOUT}s; size 65536; }}")
+            if g.kind == "fastest" and g.race:
+                add(f"  set {asked_set(g.ident, family)} {{ typeof {_sticky_key(g, family)}; "
+                    f"flags dynamic,timeout; timeout {ASKED_TIMEOUT}s; size 65536; }}")
     for up in spec.uplinks:
         # Every new connection an uplink takes passes its up_ chain once: counted
         # there, for the share measured and the metrics (established ones never do).
@@ -386,27 +383,14 @@ def _group_chains(g: Group, learn_group: int, ipv6: bool = False) -> list[str]:
         if ipv6:
             # IPv6 has weights of its own: an uplink's IPv6 may be dead while its IPv4 lives.
             out.append(f"    meta nfproto ipv6 goto pick6_{g.ident}")
-        if g.kind in STICKY_KINDS:
-            key = _sticky_key(g)
-            for u in g.uplinks:
-                out.append(f"    {key} @{sticky_set(g.ident, u)} goto up_{u}")
-        if g.kind == "fastest" and g.race:
-            # A destination not seen yet: the daemon races it over the uplinks, while
-            # this first connection takes the weighted choice at once.
-            out.append(f"    ip daddr != @{asked_set(g.ident)} limit rate {LEARN_RATE}/second "
-                       f"burst {LEARN_BURST} packets "
-                       f"add @{asked_set(g.ident)} {{ ip daddr }} log prefix "
-                       f"\"{LEARN_PREFIX}{g.ident}\" group {learn_group} "
-                       "queue-threshold 1")
+        out += _sticky_picks(g, learn_group, 4)
         out.append(f"    numgen random mod {SLOTS} vmap @w_{g.ident}")
         if g.fallback:
             out.append("    goto pick_default")
     out.append("  }")
     if ipv6 and g.kind != "enforced":
-        key6 = STICKY_KEYS6[g.persistence_by]
         out += [f"  chain pick6_{g.ident} {{",
-                *([f"    {key6} @{sticky_set(g.ident, u, 6)} goto up_{u}" for u in g.uplinks]
-                  if g.kind == "persistence" else []),
+                *_sticky_picks(g, learn_group, 6),
                 f"    numgen random mod {SLOTS} vmap @w6_{g.ident}",
                 *(["    goto pick6_default"] if g.fallback else []),
                 "  }"]
@@ -422,8 +406,29 @@ def _group_chains(g: Group, learn_group: int, ipv6: bool = False) -> list[str]:
     return out
 
 
-def _sticky_key(g: Group) -> str:
-    return "ip daddr" if g.kind == "fastest" else STICKY_KEYS[g.persistence_by]
+def _sticky_picks(g: Group, learn_group: int, family: int) -> list[str]:
+    """A pick chain's lookups before the weights, for one family: the sticky or
+    learned entries, and fastest-response's hand-over of new destinations."""
+    if g.kind not in STICKY_KINDS:
+        return []
+    key = _sticky_key(g, family)
+    out = [f"    {key} @{sticky_set(g.ident, u, family)} goto up_{u}" for u in g.uplinks]
+    if g.kind == "fastest" and g.race:
+        # A destination not seen yet: the daemon races it over the uplinks, while
+        # this first connection takes the weighted choice at once. The limit is
+        # per family: a scan of one does not starve the other's learning.
+        asked = asked_set(g.ident, family)
+        out.append(f"    {key} != @{asked} limit rate {LEARN_RATE}/second "
+                   f"burst {LEARN_BURST} packets add @{asked} {{ {key} }} log prefix "
+                   f"\"{LEARN_PREFIX}{g.ident}\" group {learn_group} queue-threshold 1")
+    return out
+
+
+def _sticky_key(g: Group, family: int = 4) -> str:
+    """What a group's sticky sets are keyed by, in `family`."""
+    if g.kind == "fastest":
+        return "ip daddr" if family == 4 else "ip6 daddr"
+    return (STICKY_KEYS if family == 4 else STICKY_KEYS6)[g.persistence_by]
 
 
 def _port_forward_chains(spec: TableSpec) -> list[str]:

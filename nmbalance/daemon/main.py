@@ -17,7 +17,6 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from ipaddress import IPv4Address
 from typing import Any, Protocol
 
 from nmbalance.aio import wait_event
@@ -62,6 +61,7 @@ from nmbalance.publish.metrics import Exporter, MetricsView, openmetrics
 from nmbalance.publish.sdnotify import Notifier
 from nmbalance.sources.counters import read_link_stats
 from nmbalance.sources.kernel_watch import EventKind, KernelEvent
+from nmbalance.sources.learner import Address as LearnedAddress
 from nmbalance.sources.learner import Contender, Learner, open_log
 from nmbalance.sources.probes import ProbeScheduler, ProbeTargets, RoundSender
 
@@ -426,20 +426,23 @@ class Daemon:
     def _groups(self) -> tuple[Group, ...]:
         return self.plan.nft.spec.groups if self.plan is not None else ()
 
-    def _contenders(self, group: str) -> list[Contender]:
-        """The live uplinks of a group, with where their races leave from."""
+    def _contenders(self, group: str, family: int) -> list[Contender]:
+        """The uplinks of a group live in `family`, with where their races leave from."""
         plan = self.plan
         found = next((g for g in self._groups() if g.ident == group), None)
         if plan is None or found is None:
             return []
+        sources = self.probe_source if family == 4 else self.probe_source6
         out = []
         for u in plan.uplinks:
-            source = self.probe_source.get(u.name)
-            if u.ident in found.uplinks and u.status.usable and isinstance(source, IPv4Address):
+            status = u.status if family == 4 else u.status6
+            source = sources.get(u.name)
+            if (u.ident in found.uplinks and status is not None and status.usable
+                    and source is not None and source.version == family):
                 out.append(Contender(u.ident, source, u.mark))
         return out
 
-    async def _add_learned(self, won: Mapping[str, Mapping[str, list[IPv4Address]]]) -> None:
+    async def _add_learned(self, won: Mapping[str, Mapping[str, list[LearnedAddress]]]) -> None:
         plan = self.plan
         if plan is None or not won:
             return
@@ -447,10 +450,12 @@ class Daemon:
         lines = []
         for group, by_uplink in won.items():
             for uplink_ident, addresses in by_uplink.items():
-                name = sticky_set(group, uplink_ident)
-                if name in timeouts:
-                    items = ", ".join(f"{a} timeout {timeouts[name]}s" for a in addresses)
-                    lines.append(f"add element inet {plan.nft.table} {name} {{ {items} }}")
+                for family in (4, 6):
+                    name = sticky_set(group, uplink_ident, family)
+                    mine = [a for a in addresses if a.version == family]
+                    if name in timeouts and mine:
+                        items = ", ".join(f"{a} timeout {timeouts[name]}s" for a in mine)
+                        lines.append(f"add element inet {plan.nft.table} {name} {{ {items} }}")
         if lines:
             await self.kernel.add_elements(plan.nft.table, "\n".join(lines) + "\n")
             log.debug("learned %d destinations", sum(len(a) for b in won.values()

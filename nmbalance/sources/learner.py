@@ -6,10 +6,12 @@ itself goes on at once, by weight). Here those packets are read from a
 netlink socket of our own (pyroute2 has no NFLOG client), and each
 destination is raced over the group's live uplinks: a TCP connect to the
 same port from each uplink's address with its mark (ICMP echo for anything
-else); the first answer wins. Races are bounded in number; the winners are
-added to the table in batches, one transaction each, with the group's
-timeout. A race opens a short extra connection to the destination per
-uplink (closed at once with a reset): `race = false` turns it off.
+else); the first answer wins. IPv6 destinations (under an ipv6 mode) are raced
+the same way from each uplink's IPv6 address, over the uplinks whose IPv6 is
+live. Races are bounded in number; the winners are added to the table in
+batches, one transaction each, with the group's timeout. A race opens a
+short extra connection to the destination per uplink (closed at once with a
+reset): `race = false` turns it off.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from nmbalance.core.ruleset import LEARN_PREFIX
 
@@ -36,17 +38,20 @@ NFULNL_CFG_CMD_BIND = 1
 NFULNL_COPY_PACKET = 2
 NFULA_PAYLOAD, NFULA_PREFIX = 9, 10
 NFLOG_PACKET = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET
-COPY_BYTES = 64  # an IPv4 header and the ports are all we read
+COPY_BYTES = 64  # an IPv4 or IPv6 header and the ports are all we read
 MAX_RACES = 64  # in flight at once
 MAX_PENDING = 1024  # destinations waiting for a race; beyond that, dropped (asked again later)
 RACE_TIMEOUT = 2.0
 BATCH_DELAY = 0.02  # winners are gathered this long into one transaction
 
 
+Address = IPv4Address | IPv6Address
+
+
 @dataclass(frozen=True)
 class NewDestination:
     group: str
-    address: IPv4Address
+    address: Address
     proto: int  # 6 tcp, 17 udp, ...
     port: int  # 0 unless tcp or udp
 
@@ -54,7 +59,7 @@ class NewDestination:
 @dataclass(frozen=True)
 class Contender:
     ident: str  # the uplink's nft identifier
-    source: IPv4Address
+    source: Address  # of the destination's family
     mark: int
 
 
@@ -99,11 +104,19 @@ def parse(data: bytes) -> list[NewDestination]:
 
 def _destination(prefix: bytes, packet: bytes) -> NewDestination | None:
     text = prefix.decode("ascii", "replace")
-    if not text.startswith(LEARN_PREFIX) or len(packet) < 20 or packet[0] >> 4 != 4:
+    if not text.startswith(LEARN_PREFIX) or len(packet) < 20:
         return None
-    header = (packet[0] & 0x0F) * 4
-    proto = packet[9]
-    address = IPv4Address(packet[16:20])
+    address: Address
+    if packet[0] >> 4 == 4:
+        header = (packet[0] & 0x0F) * 4
+        proto = packet[9]
+        address = IPv4Address(packet[16:20])
+    elif packet[0] >> 4 == 6 and len(packet) >= 40:
+        # The next header right after the fixed one: TCP or UDP have their ports there;
+        # behind an extension header the race is an echo, as for other protocols.
+        header, proto, address = 40, packet[6], IPv6Address(packet[24:40])
+    else:
+        return None
     port = 0
     if proto in (6, 17) and len(packet) >= header + 4:
         port = struct.unpack_from("!H", packet, header + 2)[0]
@@ -122,10 +135,11 @@ def open_log(group: int) -> socket.socket:
     return sock
 
 
-async def connect_time(address: IPv4Address, port: int, via: Contender) -> float:
+async def connect_time(address: Address, port: int, via: Contender) -> float:
     """Seconds until `address:port` accepts a TCP connection through `via`."""
     loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, via.mark)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -138,14 +152,14 @@ async def connect_time(address: IPv4Address, port: int, via: Contender) -> float
         sock.close()  # with linger 0: a reset, not a lingering close
 
 
-async def echo_time(address: IPv4Address, port: int, via: Contender) -> float:
+async def echo_time(address: Address, port: int, via: Contender) -> float:
     from nmbalance.sources.probes import echo
 
     return await asyncio.to_thread(echo, address, via.source, RACE_TIMEOUT, True,
                                    id(via) & 0xFFFF, 1) / 1000
 
 
-Race = Callable[[IPv4Address, int, Contender], Awaitable[float]]
+Race = Callable[[Address, int, Contender], Awaitable[float]]
 
 
 async def race(destination: NewDestination, contenders: Sequence[Contender],
@@ -176,16 +190,16 @@ async def race(destination: NewDestination, contenders: Sequence[Contender],
 class Learner:
     """Reads new destinations, races them, hands batches of winners to `learned`."""
 
-    def __init__(self, contenders: Callable[[str], Sequence[Contender]],
-                 learned: Callable[[Mapping[str, Mapping[str, list[IPv4Address]]]],
+    def __init__(self, contenders: Callable[[str, int], Sequence[Contender]],
+                 learned: Callable[[Mapping[str, Mapping[str, list[Address]]]],
                                    Awaitable[None]],
                  racer: Callable[[NewDestination, Sequence[Contender]], Awaitable[str | None]]
                  = race) -> None:
-        self._contenders = contenders  # group -> the live uplinks to race over
+        self._contenders = contenders  # (group, family) -> the live uplinks to race over
         self._learned = learned  # {group: {uplink ident: [addresses]}}
         self._race = racer
         self._pending: asyncio.Queue[NewDestination] = asyncio.Queue(MAX_PENDING)
-        self._won: dict[str, dict[str, list[IPv4Address]]] = {}
+        self._won: dict[str, dict[str, list[Address]]] = {}
         self._flush = asyncio.Event()
         self.raced = 0
         self.learned = 0
@@ -209,7 +223,7 @@ class Learner:
     async def _racer(self) -> None:
         while True:
             destination = await self._pending.get()
-            contenders = self._contenders(destination.group)
+            contenders = self._contenders(destination.group, destination.address.version)
             if not contenders:
                 continue
             self.raced += 1

@@ -241,3 +241,41 @@ def test_persistence_keeps_each_ipv6_source_on_one_uplink(
     finally:
         for host in hosts:
             lab6.ip(lab6.lan, "-6", "addr", "del", f"{host}/64", "dev", "eth0", check=False)
+
+
+SERVER_B6 = "2001:db8:ff::11"
+
+
+def _learned6(lab: Lab, uplink: str) -> str:
+    return lab.sh(lab.rtr, "nft", "list", "set", "inet", "nmbalance",
+                  f"st6_default__{uplink}", check=False).stdout
+
+
+def test_fastest_response_learns_each_ipv6_destinations_fastest_uplink(
+        lab6: Lab, daemon6: list[DaemonProcess]) -> None:
+    if SERVER_B6 not in lab6.ip(lab6.inet, "-6", "addr", "show", "lo").stdout:
+        lab6.ip(lab6.inet, "-6", "addr", "add", f"{SERVER_B6}/128", "dev", "lo")
+        lab6.start_server(SERVER_B6)
+    # SERVER_ADDR6 answers fastest through ISP1, SERVER_B6 through ISP2 (ISP3: IPv4 only).
+    lab6.delay(1, 30, SERVER_B6)
+    lab6.delay(2, 30, SERVER_ADDR6)
+    try:
+        daemon = start(lab6, daemon6, mode="fastest-response", weights=(1, 1, 1))
+        # The first connection to each takes the IPv6 weights; the race learns behind it.
+        assert sum(lab6.sources(1, server=SERVER_ADDR6).values()) == 1
+        assert sum(lab6.sources(1, server=SERVER_B6).values()) == 1
+        assert wait_for(lambda: SERVER_ADDR6 in _learned6(lab6, "ISP1")
+                        and SERVER_B6 in _learned6(lab6, "ISP2"), 10), \
+            (_learned6(lab6, "ISP1"), _learned6(lab6, "ISP2"), daemon.text()[-2000:])
+        assert v6(lab6, 40) == {1: 40}
+        assert {lab6.isp_of(s) for s in lab6.sources(40, server=SERVER_B6)} == {2}
+        # ISP1's IPv6 dies: its learned IPv6 destinations go, and new connections to
+        # them take the live uplink, while ISP1 keeps its IPv4.
+        lab6.ipv6_dead(1, True)
+        daemon.wait_for("ISP1 IPv6 down", timeout=10)
+        assert wait_for(lambda: SERVER_ADDR6 not in _learned6(lab6, "ISP1"), 5)
+        assert v6(lab6, 20) == {2: 20}
+        assert status(lab6)["ISP1"]["state"] == "active"
+    finally:
+        for key in list(lab6.delayed):
+            lab6.delay(key[0], 0, key[1])

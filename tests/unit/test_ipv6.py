@@ -125,8 +125,6 @@ def test_off_leaves_the_ruleset_and_routes_ipv4_only() -> None:
      "not a unicast prefix"),
     (('weight = 3\n', 'weight = 3\nprefix6 = "2001:db8:102:100::1/56"\n'),
      "uplink[1].prefix6", "host bits set"),
-    (('ipv6 = "nat66"', 'ipv6 = "nat66"\nmode = "fastest-response"'), "mode",
-     "cannot balance IPv6 yet"),
     (('ipv6 = "nat66"\n', ""), "uplink[0].probe", "set ipv6 = \"nat66\""),
     (('"2001:db8:ff:1::1"', '"fe80::1"'), "uplink[0].probe", "link-local"),
     (('"2001:db8:ff:1::1"', '"2001:db8::1%eth0"'), "uplink[0].probe", "scope id"),
@@ -241,3 +239,25 @@ def test_prefix_needs_lans_and_room_for_them() -> None:
     two = PREFIX.replace("::/56", "::/64") + '[[lan]]\nname = "M"\ninterface = "lan1"\n'
     with pytest.raises(Exception, match=r"holds 1 /64, and there are 2 LANs"):
         load_config_text(two, "t.toml")
+
+
+def test_fastest_response_learns_ipv6_destinations_in_sets_of_their_own() -> None:
+    config = load_config_text(CONFIG.replace('ipv6 = "nat66"\n',
+                                             'ipv6 = "nat66"\nmode = "fastest-response"\n'),
+                              "t.toml")
+    plan = decide(config, facts(up(1), up(2, health6=Health.DOWN, health6_reason="no reply"),
+                                up(3, six=False)))
+    text = plan.nft.structure
+    for u in "ABC":
+        assert f"set st6_default__{u} {{ typeof ip6 daddr; flags dynamic,timeout;" in text
+        assert f"ip6 daddr @st6_default__{u} goto up_{u}" in text
+    assert "set asked6_default { typeof ip6 daddr;" in text
+    assert ("ip6 daddr != @asked6_default limit rate 100/second burst 500 packets "
+            'add @asked6_default { ip6 daddr } log prefix "nmb:default" group 7700') in text
+    pick6 = text[text.index("chain pick6_default"):]
+    assert pick6.index("@st6_default__A") < pick6.index("@asked6_default") < pick6.index("@w6_")
+    # B's IPv6 is dead (C has none): their learned IPv6 destinations go, their
+    # IPv4 ones stay.
+    contents = plan.nft.contents
+    assert contents.dead_sticky_sets6 == ("st6_default__B", "st6_default__C")
+    assert contents.dead_sticky_sets == ()

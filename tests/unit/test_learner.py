@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from nmbalance.sources.learner import (
     NFLOG_PACKET,
@@ -44,6 +44,26 @@ def test_parse_reads_group_destination_and_port_and_skips_the_rest() -> None:
     assert parse(b"\xff" * 7) == [] and parse(struct.pack("=IH", 3, 0) + b"\0" * 14) == []
 
 
+def _tcp6_syn(dst: str, port: int) -> bytes:
+    ip = struct.pack("!IHBB16s16s", 6 << 28, 20, 6, 64,
+                     socket.inet_pton(socket.AF_INET6, "fd00:250::2"),
+                     socket.inet_pton(socket.AF_INET6, dst))
+    return ip + struct.pack("!HHIIBBHHH", 40000, port, 0, 0, 0x50, 0x02, 0, 0, 0)
+
+
+def test_parse_reads_ipv6_destinations_too() -> None:
+    udp = bytearray(_tcp6_syn("2001:db8:ff:2::1", 53))
+    udp[6] = 17
+    hop_by_hop = bytearray(_tcp6_syn("2001:db8::3", 80))
+    hop_by_hop[6] = 0  # an extension header first: raced by echo, no port
+    assert parse(_logged(b"nmb:default", _tcp6_syn("2001:db8:ff:1::1", 443))
+                 + _logged(b"nmb:Rb", bytes(udp)) + _logged(b"nmb:Rb", bytes(hop_by_hop))
+                 + _logged(b"nmb:Rb", _tcp6_syn("2001:db8::4", 80)[:39])) == [
+        NewDestination("default", IPv6Address("2001:db8:ff:1::1"), 6, 443),
+        NewDestination("Rb", IPv6Address("2001:db8:ff:2::1"), 17, 53),
+        NewDestination("Rb", IPv6Address("2001:db8::3"), 0, 0)]
+
+
 def test_the_first_answer_wins_and_the_others_are_cancelled() -> None:
     cancelled: list[str] = []
 
@@ -74,7 +94,7 @@ def test_winners_arrive_in_one_batch() -> None:
         async def racer(d: NewDestination, c: object) -> str:
             return "ISP1" if int(d.address) % 2 else "ISP2"
 
-        learner = Learner(lambda group: [Contender("ISP1", IPv4Address("10.0.0.1"), 1)],
+        learner = Learner(lambda group, family: [Contender("ISP1", IPv4Address("10.0.0.1"), 1)],
                           learned, racer)
         task = asyncio.create_task(learner.run())
         learner.offer([NewDestination("default", IPv4Address(f"192.0.2.{n}"), 6, 80)
