@@ -262,11 +262,13 @@ def decide(
     ids: Mapping[str, int] | None = None,
     refused: Mapping[str, str] | None = None,
     measured: Mapping[str, Mapping[str, float]] | None = None,
+    measured6: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Plan:
     """`ids`: the uplinks' previous ids (core.numbering), kept where they still
     apply; `refused`: uplinks whose routes the kernel refused, with its reason;
     `measured`: weights the daemon worked out from measurements (core.adaptive),
-    by group, for groups whose method needs them."""
+    by group, for groups whose method needs them; `measured6`: the same for IPv6,
+    from the IPv6 figures (None: `measured` serves both families)."""
     layout = layout_of(config)
     names = [u.name for u in config.uplink]
     uid = assign(names, ids or {}, layout.capacity)
@@ -304,9 +306,10 @@ def decide(
         warnings.append(f"method {method!r} needs the daemon's measurements; using weights")
 
     # 3. Weights -> slot ranges per group, per family.
-    for f in (fam, fam6):
-        if f is not None:
-            _distribute(f, groups, methods, members, measured, idents)
+    _distribute(fam, groups, methods, members, measured, idents)
+    if fam6 is not None:
+        _distribute(fam6, groups, methods, members,
+                    measured if measured6 is None else measured6, idents)
     # ipv6 = "prefix": the one uplink whose prefix is preferred on the LANs.
     top6 = None
     if config.ipv6 == "prefix" and fam6 is not None:

@@ -23,7 +23,7 @@ from nmbalance.aio import wait_event
 from nmbalance.bus.compat import DBusError
 from nmbalance.bus.exported import Figures, uplink_values
 from nmbalance.config.load import load_config
-from nmbalance.config.model import CAPACITY_METHODS, Config
+from nmbalance.config.model import CAPACITY_METHODS, IPV6_BALANCED, Config
 from nmbalance.config.snippets import read_snippets
 from nmbalance.core.adaptive import (
     Counters,
@@ -109,11 +109,13 @@ class Daemon:
         self.probe_source6: dict[str, AnyAddress | None] = {}  # ... and IPv6 probes
         self.disabled: set[str] = set()  # administratively down (SetUplinkEnabled)
         # The adaptive methods (core.adaptive): weights by group from the figures.
-        self.measured: dict[str, dict[str, float]] = {}
+        # Per family: IPv6's choices are made among the uplinks live for IPv6, with
+        # the round trips of the IPv6 probes.
+        self.measured: dict[int, dict[str, dict[str, float]]] = {}
         self._meters: dict[str, Meter] = {}
-        self._group_states: dict[str, GroupState] = {}
-        self._choices: dict[str, str] = {}  # group -> what its choice is (Choice.key)
-        self.choice_why: dict[str, str] = {}  # group -> the figures behind it
+        self._group_states: dict[int, dict[str, GroupState]] = {}
+        self._choices: dict[str, str] = {}  # group label -> what its choice is (Choice.key)
+        self.choice_why: dict[str, str] = {}  # group label -> the figures behind it
         self.learner: Learner | None = None  # fastest-response, once a group races
         self.stats = Stats()
         self.published: dict[str, dict[str, Any]] = {}  # each uplink's bus properties
@@ -311,7 +313,8 @@ class Daemon:
         learning: dict[str, dict[str, float]] = {key: {} for key in racing_groups(self.config)}
         return decide(self.config, self.monitor6.overlay(self.monitor.overlay(facts)),
                       names - self.disabled if self.disabled else None, self.snippets,
-                      self.ids, refused, learning | self.measured)
+                      self.ids, refused, learning | self.measured.get(4, {}),
+                      learning | self.measured.get(6, {}))
 
     async def before_apply(self, plan: Plan) -> None:
         hooks = self.events.hooks()
@@ -385,21 +388,30 @@ class Daemon:
                     self._meters[u.name] = meter
                     if meter.load is not None:
                         loads[u.name] = meter.load
-        latencies = {name: t.smoothed_ms for name, t in self.monitor.trackers.items()
-                     if t.smoothed_ms is not None}
-        usable = {u.name for u in plan.uplinks if u.status.usable}
-        choices, self._group_states = choose(config, usable, loads, latencies,
-                                             self._group_states, now)
-        measured = {gid: c.weights for gid, c in choices.items() if c.measured}
-        for gid, c in choices.items():
-            if self._choices.get(gid) != c.key:
-                log.info("%s: %s", _group_label(gid), c.why)
-            self._choices[gid] = c.key
-            self.choice_why[gid] = c.why
-        if _shares(measured) != _shares(self.measured):
+        families = [(4, self.monitor)]
+        if config.ipv6 in IPV6_BALANCED:
+            families.append((6, self.monitor6))
+        measured: dict[int, dict[str, dict[str, float]]] = {}
+        why: list[str] = []
+        for family, monitor in families:
+            latencies = {name: t.smoothed_ms for name, t in monitor.trackers.items()
+                         if t.smoothed_ms is not None}
+            usable = {u.name for u in plan.uplinks
+                      if (status := u.status if family == 4 else u.status6) and status.usable}
+            choices, self._group_states[family] = choose(
+                config, usable, loads, latencies, self._group_states.get(family, {}), now)
+            measured[family] = {gid: c.weights for gid, c in choices.items() if c.measured}
+            for gid, c in choices.items():
+                label = _group_label(gid) + (" IPv6" if family == 6 else "")
+                if self._choices.get(label) != c.key:
+                    log.info("%s: %s", label, c.why)
+                self._choices[label] = c.key
+                self.choice_why[label] = c.why
+                why.append(f"{label}: {c.why}")
+        if {f: _shares(m) for f, m in measured.items()} != {
+                f: _shares(m) for f, m in self.measured.items()}:
             self.measured = measured
-            self.reconciler.request("measurements: " + "; ".join(
-                c.why for c in choices.values()))
+            self.reconciler.request("measurements: " + "; ".join(why))
 
     async def _learn(self) -> None:
         """fastest-response: from the first group that races, read new destinations
@@ -499,7 +511,7 @@ class Daemon:
             measured_share=self.stats.new_connections.shares(),
             probing=self.probe_targets.shown(self.config),
             loads={n: m.load for n, m in self._meters.items() if m.load is not None},
-            choices={_group_label(gid): why for gid, why in self.choice_why.items()} | (
+            choices=dict(self.choice_why) | (
                 {"fastest-response": f"{self.learner.raced} destinations raced, "
                                      f"{self.learner.learned} learned"}
                 if self.learner is not None else {}))

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from labkit.daemon import DaemonProcess
-from labkit.lab import SERVER_ADDR6, Lab, isp_net6, wait_for
+from labkit.lab import SERVER_ADDR6, Lab, isp_net6, isp_probe, isp_probe6, wait_for
 from labkit.managers import Bus
 from tests.lab.conftest import FAST
 from tests.lab.test_balancing import CHI2_1PCT, chi_square
@@ -276,6 +276,23 @@ def test_fastest_response_learns_each_ipv6_destinations_fastest_uplink(
         assert wait_for(lambda: SERVER_ADDR6 not in _learned6(lab6, "ISP1"), 5)
         assert v6(lab6, 20) == {2: 20}
         assert status(lab6)["ISP1"]["state"] == "active"
+    finally:
+        for key in list(lab6.delayed):
+            lab6.delay(key[0], 0, key[1])
+
+
+def test_lowest_latency_chooses_for_each_family_by_its_own_round_trips(
+        lab6: Lab, daemon6: list[DaemonProcess]) -> None:
+    # ISP1 answers IPv4 fastest; ISP2 answers IPv6 fastest.
+    for n in (2, 3):
+        lab6.delay(n, 40, isp_probe(n))
+    lab6.delay(1, 40, isp_probe6(1))
+    try:
+        daemon = start(lab6, daemon6, mode="lowest-latency", weights=(1, 1, 1))
+        daemon.wait_for(r"mode: ISP1 is the fastest", timeout=20)
+        daemon.wait_for(r"mode IPv6: ISP2 is the fastest", timeout=20)
+        assert wait_for(lambda: set(lab6.connections(30)) == {1}, 10)
+        assert wait_for(lambda: set(v6(lab6, 30)) == {2}, 10)
     finally:
         for key in list(lab6.delayed):
             lab6.delay(key[0], 0, key[1])

@@ -363,6 +363,6 @@ def test_overflow_follows_the_counters_and_survives_a_failed_read() -> None:
             await asyncio.sleep(0.5)
             assert total < 20 * 1_250_000, "never moved"
         assert daemon.plan.uplink("ISP2").share == 1.0
-        assert "ISP1" in daemon.choice_why["default"] and "full" in daemon.choice_why["default"]
+        assert "ISP1" in daemon.choice_why["mode"] and "full" in daemon.choice_why["mode"]
 
     run_daemon(body, config=OVERFLOW)

@@ -261,3 +261,19 @@ def test_fastest_response_learns_ipv6_destinations_in_sets_of_their_own() -> Non
     contents = plan.nft.contents
     assert contents.dead_sticky_sets6 == ("st6_default__B", "st6_default__C")
     assert contents.dead_sticky_sets == ()
+
+
+def test_ipv6_takes_the_weights_measured_from_its_own_figures() -> None:
+    config = load_config_text(CONFIG.replace('ipv6 = "nat66"\n',
+                                             'ipv6 = "nat66"\nmode = "lowest-latency"\n')
+                              .replace('weight = 3\n', 'weight = 3\nprobe = ["198.51.100.2"]\n')
+                              .replace('weight = 2\n', 'weight = 2\nprobe = ["198.51.100.3"]\n'),
+                              "t.toml")
+    f = facts(up(1), up(2), up(3))
+    plan = decide(config, f, measured={"default": {"A": 1.0}},
+                  measured6={"default": {"B": 1.0}})
+    assert [(u.name, u.share, u.share6) for u in plan.uplinks] == [
+        ("A", 1.0, 0.0), ("B", 0.0, 1.0), ("C", 0.0, 0.0)]
+    # Without IPv6 figures of its own, IPv6 follows IPv4's.
+    plan = decide(config, f, measured={"default": {"A": 1.0}})
+    assert plan.uplink("A").share6 == 1.0
