@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = command("explain", "which rule, method and uplink a new connection gets, and why")
     sp.add_argument("--dst", required=True, metavar="ADDR", help="its destination address")
     sp.add_argument("--src", metavar="ADDR", help="its source address (a LAN host's)")
-    sp.add_argument("--proto", choices=("tcp", "udp", "sctp", "icmp"), help="its protocol")
+    sp.add_argument("--proto", choices=("tcp", "udp", "sctp", "icmp", "icmpv6"), help="its protocol")
     sp.add_argument("--sport", type=int, metavar="N", help="its source port")
     sp.add_argument("--dport", type=int, metavar="N", help="its destination port")
     sp.add_argument("--iif", metavar="IF",

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from nmbalance.config.values import (
+    AnyPrefix,
     DnsServer,
     Gateway6Address,
     GatewayAddress,
@@ -301,9 +302,10 @@ class MetricsSettings(Strict):
 
 class Rule(Strict):
     name: Name
-    src: Annotated[list[Prefix], BeforeValidator(at_most(1024))] = []
-    dst: Annotated[list[Prefix], BeforeValidator(at_most(1024))] = []
-    proto: Literal["tcp", "udp", "sctp", "icmp"] | None = None  # no icmpv6: IPv4 only yet
+    # IPv4 and IPv6 prefixes (IPv6 ones need an ipv6 mode: cross_check)
+    src: Annotated[list[AnyPrefix], BeforeValidator(at_most(1024))] = []
+    dst: Annotated[list[AnyPrefix], BeforeValidator(at_most(1024))] = []
+    proto: Literal["tcp", "udp", "sctp", "icmp", "icmpv6"] | None = None
     sport: Annotated[list[PortSpec], BeforeValidator(at_most(64))] = []
     dport: Annotated[list[PortSpec], BeforeValidator(at_most(64))] = []
     iif: Annotated[list[IfName], BeforeValidator(at_most(64))] = []
@@ -315,8 +317,23 @@ class Rule(Strict):
     # connections to it); false: its connections use the weights.
     race: bool = True
 
+    def families(self) -> tuple[int, ...]:
+        """The address families this rule can match: those its prefixes and its
+        protocol allow (a rule with neither matches both)."""
+        found = {4, 6}
+        for prefixes in (self.src, self.dst):
+            if prefixes:
+                found &= {p.version for p in prefixes}
+        if self.proto in ("icmp", "icmpv6"):
+            found &= {4 if self.proto == "icmp" else 6}
+        return tuple(sorted(found))
+
     @model_validator(mode="after")
     def _coherent(self) -> Rule:
+        if not self.families():
+            raise ValueError("src, dst and proto have no address family in common: the "
+                             "rule could never match (IPv4 and IPv6 prefixes may be mixed "
+                             "in a list; each family matches its own)")
         if (self.sport or self.dport) and self.proto not in ("tcp", "udp", "sctp"):
             raise ValueError("sport/dport need proto = \"tcp\", \"udp\" or \"sctp\"")
         if self.method == "enforced" and len(self.uplinks) != 1:
@@ -483,6 +500,14 @@ def _ipv6_problems(config: Config) -> list[tuple[Loc, str]]:
                 problems.append((("uplink", i, "prefix6"), f"prefix6 {u.prefix6} overlaps "
                                  f"uplink {v.name!r}'s {v.prefix6}"))
     if config.ipv6 == "off":
+        for i, r in enumerate(config.rule):
+            field = next((f for f, prefixes in (("src", r.src), ("dst", r.dst))
+                          if any(p.version == 6 for p in prefixes)), "proto")
+            if r.families() == (6,) or field != "proto":
+                what = "matches IPv6 only" if r.families() == (6,) else "has IPv6 prefixes"
+                problems.append((("rule", i, field), f"rule {r.name!r} {what}, and ipv6 = "
+                                 "\"off\" leaves IPv6 to the system: set ipv6 = \"nat66\" "
+                                 "(or npt, prefix) to balance it"))
         for i, u in enumerate(config.uplink):
             six = [str(t) for t in u.probe if isinstance(t, IPv6Address)]
             if six:

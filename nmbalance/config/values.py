@@ -149,6 +149,7 @@ DnsServer = Annotated[IPv4Address, _checked(usable_ipv4, "DNS server")]
 LanHost = Annotated[IPv4Address, _checked(usable_ipv4, "LAN host")]
 Prefix = Annotated[IPv4Network, _checked(ipv4_network, "prefix")]
 Prefix6 = Annotated[IPv6Network, _checked(translatable_ipv6, "prefix6")]
+AnyPrefix = Annotated[IPv4Network | IPv6Network, _checked(network, "prefix")]
 
 
 def printable(value: str, what: str) -> str:

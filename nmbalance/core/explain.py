@@ -5,9 +5,9 @@ the kernel and passes what it found."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import ip_network
 from typing import Any
 
 from nmbalance.config.model import Config
@@ -16,6 +16,7 @@ from nmbalance.core.matching import Connection, first_unmet
 from nmbalance.core.plan import Plan, UplinkPlan
 from nmbalance.core.ruleset import DEFAULT_GROUP, STICKY_KINDS, Group, pick_target, sticky_set
 from nmbalance.core.slots import SLOTS
+from nmbalance.inet import AnyAddress
 
 # (first slot, last slot, the chain those slots go to): a weight map as nft lists it.
 WeightMap = Sequence[tuple[int, int, str]]
@@ -53,10 +54,10 @@ class Explanation:
         return "\n".join(lines) + "\n"
 
 
-def _in(addr: IPv4Address | None, prefixes: Sequence[str]) -> str | None:
+def _in(addr: AnyAddress | None, prefixes: Iterable[str]) -> str | None:
     if addr is None:
         return None
-    return next((p for p in prefixes if addr in IPv4Network(p)), None)
+    return next((p for p in prefixes if addr in ip_network(p)), None)
 
 
 def explain(config: Config, plan: Plan, c: Connection,
@@ -65,32 +66,44 @@ def explain(config: Config, plan: Plan, c: Connection,
             states: Mapping[str, tuple[str, str]] | None = None) -> Explanation:
     """`weights`: the kernel's weight maps by name (w_GROUP), when our table is
     applied; `pinned(set, key)`: whether a sticky set holds `key` now; `states`:
-    each uplink's (state, reason) as the daemon says, over the plan's."""
+    each uplink's (state, reason) as the daemon says, over the plan's (for an IPv6
+    connection, its IPv6 state and reason)."""
     contents = plan.nft.contents
     by_ident = {u.ident: u for u in plan.uplinks}
     steps: list[str] = []
+    six = c.dst.version == 6
+    source, bypass, dns = ((contents.source6, contents.bypass6, contents.dns6) if six else
+                           (contents.source4, contents.bypass4, contents.dns4))
 
     def done(uplink: UplinkPlan, why: str) -> Explanation:
         return Explanation((*steps, why), uplink=uplink.name, balanced=True)
 
+    if six and not plan.nft.spec.ipv6:
+        return Explanation(("IPv6 with ipv6 = \"off\": the system's routes decide",),
+                           balanced=False)
     if c.iif is not None and c.iif in contents.inbound:
         return done(by_ident[contents.inbound[c.iif]],
                     f"arrives on {c.iif}, the interface of uplink "
                     f"{by_ident[contents.inbound[c.iif]].name}: a connection from outside "
                     "stays on it, replies included")
-    if str(c.dst) in contents.uplink_addresses or str(c.dst) in contents.source4:
+    if str(c.dst) in contents.uplink_addresses or str(c.dst) in source:
         return Explanation((f"{c.dst} is this machine's own address: delivered here, "
                             "not balanced",), balanced=False)
-    if c.iif is None and c.src is not None and str(c.src) in contents.source4:
-        return done(by_ident[contents.source4[str(c.src)]],
+    if c.iif is None and c.src is not None and str(c.src) in source:
+        return done(by_ident[source[str(c.src)]],
                     f"from this machine, bound to {c.src}: the address of that uplink")
-    if (prefix := _in(c.dst, contents.bypass4)) is not None:
-        return Explanation((f"{c.dst} is in {prefix} (a LAN, a [[route]] or an uplink's own "
-                            "network): never balanced",), balanced=False)
-    if str(c.dst) in contents.dns4:
-        return done(by_ident[contents.dns4[str(c.dst)]],
+    if (prefix := _in(c.dst, bypass)) is not None:
+        return Explanation((f"{c.dst} is in {prefix} (a LAN, a [[route]], an uplink's own "
+                            "network, link-local or multicast): never balanced",),
+                           balanced=False)
+    if str(c.dst) in dns:
+        return done(by_ident[dns[str(c.dst)]],
                     f"{c.dst} is a DNS server of uplink "
-                    f"{by_ident[contents.dns4[str(c.dst)]].name}: asked through it")
+                    f"{by_ident[dns[str(c.dst)]].name}: asked through it")
+    if six and (prefix := _in(c.src, contents.prefix6_src)) is not None:
+        return done(by_ident[contents.prefix6_src[prefix]],
+                    f"from {c.src}, in {prefix}: ipv6 = \"prefix\", the host chose this "
+                    "uplink when it chose its source address")
 
     chosen = None
     for rule, gid in rule_groups(config):
@@ -110,6 +123,13 @@ def explain(config: Config, plan: Plan, c: Connection,
                   pinned, states)
 
 
+def _uplink_state(u: UplinkPlan, six: bool) -> tuple[str, str]:
+    """An uplink's state and reason in the plan, in the connection's family."""
+    if six:
+        return (u.status6.value if u.status6 else "absent"), u.reason6
+    return u.status.value, u.reason
+
+
 def _sticky_key(group: Group, c: Connection) -> str | None:
     by = "destination" if group.kind == "fastest" else group.persistence_by
     if by == "source":
@@ -126,9 +146,12 @@ def _group(config: Config, plan: Plan, group: Group, method: str, rule: str | No
     by_ident = {u.ident: u for u in plan.uplinks}
     members = [by_ident[i] for i in group.uplinks]
     states = states or {}
+    six = c.dst.version == 6
+    family = 6 if six else 4
+    wmap = f"w6_{group.ident}" if six else f"w_{group.ident}"
 
     def state(u: UplinkPlan) -> tuple[str, str]:
-        return states.get(u.name, (u.status.value, u.reason))
+        return states.get(u.name, _uplink_state(u, six))
 
     if group.kind == "enforced":
         target = members[0]
@@ -140,14 +163,14 @@ def _group(config: Config, plan: Plan, group: Group, method: str, rule: str | No
                            method, excluded={target.name: _why(state(target))})
     # The slot ranges of the group's weight map, each with the uplink it goes to:
     # the kernel's (by the chain it sends to) when applied, else the plan's.
-    if weights is not None and f"w_{group.ident}" in weights:
+    if weights is not None and wmap in weights:
         source = "kernel"
-        targets = {pick_target(group, u.ident): u.name for u in members}
-        ranges = [(lo, hi, targets.get(chain)) for lo, hi, chain in weights[f"w_{group.ident}"]]
+        targets = {pick_target(group, u.ident, family): u.name for u in members}
+        ranges = [(lo, hi, targets.get(chain)) for lo, hi, chain in weights[wmap]]
     else:
         source = "plan"
-        ranges = [(lo, hi, by_ident[uid].name)
-                  for lo, hi, uid in plan.nft.contents.weights.get(group.ident, ())]
+        planned = plan.nft.contents.weights6 if six else plan.nft.contents.weights
+        ranges = [(lo, hi, by_ident[uid].name) for lo, hi, uid in planned.get(group.ident, ())]
     slots: dict[str, int] = {}
     for lo, hi, name in ranges:
         if name is not None:
@@ -161,8 +184,8 @@ def _group(config: Config, plan: Plan, group: Group, method: str, rule: str | No
     if group.kind in STICKY_KINDS and pinned is not None:
         key = _sticky_key(group, c)
         for u in members:
-            if key is not None and u.name in slots and pinned(sticky_set(group.ident, u.ident),
-                                                               key):
+            if key is not None and u.name in slots and pinned(
+                    sticky_set(group.ident, u.ident, family), key):
                 what = "learned as fastest" if group.kind == "fastest" else "seen recently"
                 return Explanation((*steps, f"{method}: {key} is {what} on {u.name}"), rule,
                                    method, uplink=u.name, excluded=excluded,

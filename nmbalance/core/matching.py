@@ -6,21 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from nmbalance.config.model import Rule
+from nmbalance.inet import AnyAddress
 
 PORT_PROTOCOLS = ("tcp", "udp", "sctp")
+NFT_PROTOCOLS = {"icmpv6": "ipv6-icmp"}  # the config's names nft spells otherwise
 
 
 @dataclass(frozen=True)
 class Connection:
     """The first packet of a new connection, as far as the rules look at it."""
 
-    dst: IPv4Address
-    src: IPv4Address | None = None
-    proto: str | None = None  # tcp, udp, sctp, icmp
+    dst: AnyAddress
+    src: AnyAddress | None = None  # of dst's family
+    proto: str | None = None  # tcp, udp, sctp, icmp, icmpv6
     sport: int | None = None
     dport: int | None = None
     iif: str | None = None
@@ -33,18 +34,18 @@ class Condition:
 
     def nft(self) -> str:
         if self.what in ("saddr", "daddr"):
-            return f"ip {self.what} {{ {', '.join(str(v) for v in self.values)} }}"
+            ip = "ip" if self.values[0].version == 4 else "ip6"
+            return f"{ip} {self.what} {{ {', '.join(str(v) for v in self.values)} }}"
         if self.what == "iif":
             return "iifname { " + ", ".join(f'"{v}"' for v in self.values) + " }"
         if self.what == "proto":
-            return f"meta l4proto {self.values[0]}"
+            return f"meta l4proto {NFT_PROTOCOLS.get(self.values[0], self.values[0])}"
         return f"th {self.what} {{ {_spans(self.values, ', ')} }}"
 
     def admits(self, c: Connection) -> bool:
         if self.what in ("saddr", "daddr"):
             addr = c.src if self.what == "saddr" else c.dst
-            return addr is not None and any(
-                addr in net for net in self.values if isinstance(net, IPv4Network))
+            return addr is not None and any(addr in net for net in self.values)
         if self.what == "iif":
             return c.iif is not None and c.iif in self.values
         if self.what == "proto":
@@ -62,13 +63,14 @@ class Condition:
         return f"{names[self.what]} {' '.join(str(v) for v in self.values)}"
 
 
-def conditions(rule: Rule) -> list[Condition]:
-    """In the order nft tests them: addresses, then interface, protocol and ports."""
+def conditions(rule: Rule, family: int | None = None) -> list[Condition]:
+    """In the order nft tests them: addresses, then interface, protocol and ports.
+    `family`: the prefixes of that family only (each family's nft rule has its own)."""
     out = []
-    if rule.src:
-        out.append(Condition("saddr", tuple(rule.src)))
-    if rule.dst:
-        out.append(Condition("daddr", tuple(rule.dst)))
+    for what, prefixes in (("saddr", rule.src), ("daddr", rule.dst)):
+        mine = tuple(p for p in prefixes if family in (None, p.version))
+        if prefixes:
+            out.append(Condition(what, mine or tuple(prefixes)))
     if rule.iif:
         out.append(Condition("iif", tuple(rule.iif)))
     if rule.proto is not None:
@@ -82,13 +84,17 @@ def conditions(rule: Rule) -> list[Condition]:
 
 
 def rule_matches(rule: Rule) -> list[str]:
-    """nft match expressions for a [[rule]] (IPv4: the config takes no IPv6 prefixes yet)."""
-    return [" ".join(c.nft() for c in conditions(rule))]
+    """nft match expressions for a [[rule]]: one, or with prefixes of both families,
+    one per family (an nft rule tests `ip` or `ip6` addresses, not both)."""
+    if not (rule.src or rule.dst):
+        return [" ".join(c.nft() for c in conditions(rule))]
+    return [" ".join(c.nft() for c in conditions(rule, f)) for f in rule.families()]
 
 
 def first_unmet(rule: Rule, c: Connection) -> Condition | None:
     """The first condition of `rule` the connection does not meet; None: it matches."""
-    return next((cond for cond in conditions(rule) if not cond.admits(c)), None)
+    family = c.dst.version if c.dst.version in rule.families() else None
+    return next((cond for cond in conditions(rule, family) if not cond.admits(c)), None)
 
 
 def _spans(values: Sequence[tuple[int, int]], sep: str) -> str:

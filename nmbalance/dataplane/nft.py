@@ -145,7 +145,7 @@ class NftTable:
                     state.live = frozenset(int(e) for e in elems)
                 elif body["name"] == "restore":
                     state.restore = dict(_verdicts(elems))
-                elif body["name"].startswith("w_"):
+                elif body["name"].startswith(("w_", "w6_")):
                     state.weights[body["name"]] = [
                         (lo, hi, chain) for (lo, hi), chain in _verdicts(elems, ranges=True)]
                 elif body["name"].startswith("st") and "timeout" in body.get("flags", []):

@@ -6,30 +6,33 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from ipaddress import IPv4Address, ip_address
+from ipaddress import ip_address
 
 from nmbalance.config.model import IFNAME_PATTERN, Config
 from nmbalance.core.explain import Explanation, explain
 from nmbalance.core.matching import Connection
 from nmbalance.errors import UsageError
+from nmbalance.inet import AnyAddress
 
 
 def connection(dst: str, src: str | None, proto: str | None, sport: int | None,
-               dport: int | None, iif: str | None) -> Connection | None:
-    """The connection asked about; None for IPv6 (not balanced yet)."""
-    def addr(text: str, what: str) -> IPv4Address | None:
+               dport: int | None, iif: str | None) -> Connection:
+    """The connection asked about, IPv4 or IPv6."""
+    def addr(text: str, what: str) -> AnyAddress:
         try:
             parsed = ip_address(text)
         except ValueError:
             raise UsageError(f"--{what}: {text!r} is not an IP address") from None
-        return parsed if isinstance(parsed, IPv4Address) else None
+        if parsed.version == 6 and parsed.scope_id:
+            raise UsageError(f"--{what}: {text!r} has a scope id: give the address alone")
+        return parsed
 
     target = addr(dst, "dst")
-    if target is None:
-        return None
     source = addr(src, "src") if src else None
-    if src and source is None:
-        raise UsageError("--src is IPv6 and --dst IPv4: one connection has one family")
+    if source is not None and source.version != target.version:
+        raise UsageError("--src and --dst are of different families: one connection has one")
+    if proto in ("icmp", "icmpv6") and proto != ("icmp" if target.version == 4 else "icmpv6"):
+        raise UsageError(f"--proto {proto} does not go to an IPv{target.version} address")
     for what, port in (("sport", sport), ("dport", dport)):
         if port is not None and not 1 <= port <= 65535:
             raise UsageError(f"--{what} {port}: ports are 1-65535")
@@ -40,32 +43,18 @@ def connection(dst: str, src: str | None, proto: str | None, sport: int | None,
     return Connection(target, source, proto, sport, dport, iif)
 
 
-IPV6 = Explanation(("IPv6 with ipv6 = \"off\": the system's routes decide",),
-                   balanced=False)
-
-
-def explain_now(config: Config, c: Connection | None) -> Explanation:
+def explain_now(config: Config, c: Connection) -> Explanation:
     from nmbalance.bus.query import daemon_status
     from nmbalance.dataplane.nft import NftTable
     from nmbalance.oneshot import observe
 
-    if c is None and config.ipv6 == "off":
-        return IPV6
     _, plan = observe(config)
-    if c is None:
-        # The daemon's shares where one runs: they follow its IPv6 probes.
-        running = daemon_status()
-        shares = ({u.get("Name", ""): float(u.get("Share6", 0.0)) for u in running["uplinks"]}
-                  if running else {u.name: u.share6 for u in plan.uplinks})
-        return Explanation(
-            (f"IPv6 under ipv6 = \"{config.ipv6}\": the global mode's IPv6 shares, "
-             + ("the daemon's" if running else "from the uplinks as found now (no daemon)")
-             + "; explain walks rules and bypasses for IPv4 only so far",),
-            distribution={name: share for name, share in shares.items() if share > 0})
     state = NftTable(config.kernel.table).read()
     applied = state is not None and state.digest == plan.nft.digest
     answer = daemon_status()
-    states = {u.get("Name", ""): (u.get("State", ""), u.get("Reason", ""))
+    # The daemon's states, of the connection's family: they follow its probes.
+    state_key, reason_key = ("State6", "Reason6") if c.dst.version == 6 else ("State", "Reason")
+    states = {u.get("Name", ""): (u.get(state_key, ""), u.get(reason_key, ""))
               for u in answer["uplinks"]} if answer else None
     sticky = state.sticky if applied and state else {}
     found = explain(config, plan, c, weights=state.weights if applied and state else None,

@@ -145,5 +145,7 @@ def test_stream_survives_reapplies_and_removal_of_another_uplink(
     result = json.loads(stream.stdout.readline())
     stream.wait(10)
     assert result["received"] == result["sent"] > 500
-    assert result["largest_gap_ms"] < 50, result
+    # A lost segment would stall the stream for a retransmission timeout (200 ms at
+    # least): below that, nothing was lost, however busy the machine.
+    assert result["largest_gap_ms"] < 190, result
     assert router.flow_mark(port) == mark

@@ -296,3 +296,21 @@ def test_lowest_latency_chooses_for_each_family_by_its_own_round_trips(
     finally:
         for key in list(lab6.delayed):
             lab6.delay(key[0], 0, key[1])
+
+
+def test_a_rule_by_ipv6_prefix_steers_ipv6_and_explain_says_so(lab6: Lab) -> None:
+    rule = (f'[[rule]]\nname = "srv6"\ndst = ["{SERVER_ADDR6}/128", "203.0.113.99/32"]\n'
+            'proto = "tcp"\nmethod = "enforced"\nuplinks = ["ISP2"]\n')
+    path = lab6.write(lab6.config(ipv6=True, weights=(1, 1, 1), extra=rule))
+    apply = lab6.nmbalance("apply", "-c", path)
+    assert apply.returncode == 0, apply.stderr
+    assert v6(lab6, 60) == {2: 60}
+    assert set(lab6.connections(300)) == {1, 2, 3}  # IPv4 to the server: no rule
+    explained = lab6.nmbalance("explain", "-c", path, "--src", "fd00:250::2", "--dst",
+                               SERVER_ADDR6, "--proto", "tcp", "--dport", "8000")
+    assert explained.returncode == 0, explained.stderr
+    assert "rule srv6 matches" in explained.stdout and "=> ISP2" in explained.stdout, \
+        explained.stdout
+    other = lab6.nmbalance("explain", "-c", path, "--dst", "2001:db8:ff::99", "--proto", "udp")
+    assert f"rule srv6: no (dst {SERVER_ADDR6}/128 is not met)" in other.stdout, other.stdout
+    assert "ISP1 50.0%" in other.stdout and "ISP2 50.0%" in other.stdout, other.stdout

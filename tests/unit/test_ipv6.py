@@ -11,8 +11,10 @@ import pytest
 from nmbalance.config import load_config_text
 from nmbalance.core.decide import decide
 from nmbalance.core.decide6 import translations
+from nmbalance.core.explain import explain
 from nmbalance.core.facts import Facts, GatewaySource, Health, LanFacts, UplinkFacts
 from nmbalance.core.health_monitor import HealthMonitor
+from nmbalance.core.matching import Connection, first_unmet, rule_matches
 from nmbalance.core.plan import Route, RoutingRule, UplinkStatus
 
 CONFIG = """ipv6 = "nat66"
@@ -277,3 +279,86 @@ def test_ipv6_takes_the_weights_measured_from_its_own_figures() -> None:
     # Without IPv6 figures of its own, IPv6 follows IPv4's.
     plan = decide(config, f, measured={"default": {"A": 1.0}})
     assert plan.uplink("A").share6 == 1.0
+
+
+RULES = CONFIG + """[[rule]]
+name = "video"
+dst = ["203.0.113.0/24", "2001:db8:aa::/48"]
+proto = "tcp"
+dport = [443]
+method = "enforced"
+uplinks = ["B"]
+[[rule]]
+name = "lab6"
+src = ["fd00:250::/64"]
+method = "priority"
+uplinks = ["A", "C"]
+[[rule]]
+name = "ping6"
+proto = "icmpv6"
+method = "enforced"
+uplinks = ["A"]
+"""
+
+
+def test_rules_match_ipv6_prefixes_with_an_nft_rule_per_family() -> None:
+    config = load_config_text(RULES, "t.toml")
+    video, lab6, ping6 = config.rule
+    assert (video.families(), lab6.families(), ping6.families()) == ((4, 6), (6,), (6,))
+    assert rule_matches(video) == [
+        "ip daddr { 203.0.113.0/24 } meta l4proto tcp th dport { 443 }",
+        "ip6 daddr { 2001:db8:aa::/48 } meta l4proto tcp th dport { 443 }"]
+    assert rule_matches(lab6) == ["ip6 saddr { fd00:250::/64 }"]
+    assert rule_matches(ping6) == ["meta l4proto ipv6-icmp"]
+    structure = decide(config, facts(up(1), up(2), up(3))).nft.structure
+    assert "ip6 daddr { 2001:db8:aa::/48 } meta l4proto tcp th dport { 443 } goto pick_Rvideo" \
+        in structure
+    hit = Connection(IPv6Address("2001:db8:aa::5"), IPv6Address("fd00:250::2"), "tcp", 5000, 443)
+    assert first_unmet(video, hit) is None
+    miss = first_unmet(video, Connection(IPv6Address("2001:db8:bb::5"), None, "tcp", None, 443))
+    assert miss is not None and miss.describe() == "dst 2001:db8:aa::/48"
+    four = first_unmet(lab6, Connection(IPv4Address("198.51.100.9"), IPv4Address("10.0.0.2")))
+    assert four is not None and four.describe() == "src fd00:250::/64"
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (('dst = ["203.0.113.0/24", "2001:db8:aa::/48"]', 'dst = ["2001:db8:aa::/48"]\n'
+      'src = ["10.0.0.0/8"]'), "no address family in common"),
+    (('proto = "icmpv6"', 'proto = "icmp"\nsrc = ["fd00::/8"]'), "no address family in common"),
+    (('ipv6 = "nat66"\n', ""), "matches IPv6 only"),
+    (('"2001:db8:aa::/48"', '"2001:db8:aa::%eth0/48"'), "scope id"),
+])
+def test_ipv6_rules_that_cannot_match_are_refused(edit: tuple[str, str], why: str) -> None:
+    text = RULES.replace(*edit)
+    if why == "matches IPv6 only":
+        text = text.replace(', "2001:db8:ff:1::1"', "")
+    with pytest.raises(Exception) as caught:
+        load_config_text(text, "t.toml")
+    assert why in str(caught.value), caught.value
+
+
+def test_explain_walks_rules_and_bypasses_for_ipv6() -> None:
+    config = load_config_text(RULES, "t.toml")
+    plan = decide(config, facts(up(1), up(2, health6=Health.DOWN, health6_reason="no reply"),
+                                up(3)))
+    lan = IPv6Address("fd00:250::2")
+    video = explain(config, plan, Connection(IPv6Address("2001:db8:aa::5"), lan, "tcp", None, 443))
+    assert video.rule == "video" and video.uplink is None
+    assert video.excluded == {"B": "down: no reply"}  # B's IPv6, though its IPv4 is up
+    pinned = explain(config, plan, Connection(IPv6Address("2001:db8:bb::5"), lan, "udp",
+                                              None, 53))
+    assert pinned.rule == "lab6" and pinned.uplink == "C"  # priority: C outweighs A
+    default = explain(config, plan, Connection(IPv6Address("2001:db8:bb::5"),
+                                               IPv6Address("fd00:251::2"), "udp", None, 53))
+    assert default.rule is None
+    assert default.distribution == pytest.approx({"C": 2 / 3, "A": 1 / 3}, abs=0.001)
+    local = explain(config, plan, Connection(IPv6Address("fe80::9")))
+    assert not local.balanced and "fe80::/10" in local.steps[0]
+    own = explain(config, plan, Connection(IPv6Address("2001:db8:bb::5"),
+                                           IPv6Address("2001:db8:103::2")))
+    assert own.uplink == "C" and "bound to 2001:db8:103::2" in own.steps[-1]
+    off = load_config_text(CONFIG.replace('ipv6 = "nat66"\n', "").replace(
+        ', "2001:db8:ff:1::1"', ""), "t.toml")
+    untouched = explain(off, decide(off, facts(up(1), up(2), up(3))),
+                        Connection(IPv6Address("2001:db8:bb::5")))
+    assert not untouched.balanced and "ipv6 = \"off\"" in untouched.steps[0]
