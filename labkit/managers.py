@@ -143,6 +143,11 @@ def static6(n: int) -> tuple[str, str]:
     return f"2001:db8:10{n}::2", f"2001:db8:10{n}::1"
 
 
+def dns6(n: int) -> str:
+    """Uplink n's IPv6 DNS server, as a manager is told it."""
+    return f"2001:db8:53::{n}"
+
+
 # --- NetworkManager ------------------------------------------------------------------------
 class NetworkManager(_ManagerProcess):
     what = "NetworkManager"
@@ -170,8 +175,8 @@ class NetworkManager(_ManagerProcess):
                 f"type=ethernet\ninterface-name=wan{n}\nautoconnect=true\n"
                 f"[ipv4]\nmethod=auto\nroute-metric={100 + n}\ndhcp-send-hostname=false\n"
                 f"{'never-default=true' + chr(10) if n in never_default else ''}"
-                + ("[ipv6]\nmethod=manual\naddress1={}/64,{}\n".format(*static6(n))
-                   if n in ipv6 else "[ipv6]\nmethod=disabled\n"))
+                + ("[ipv6]\nmethod=manual\naddress1={}/64,{}\ndns={};\n".format(
+                    *static6(n), dns6(n)) if n in ipv6 else "[ipv6]\nmethod=disabled\n"))
             keyfile.chmod(0o600)
         # nm-dispatcher is started by the bus: give it the lab's dispatcher.d and
         # an `nmbalance` on PATH, in a mount view of its own.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from ipaddress import IPv6Address
 from typing import Any
 
 from nmbalance.bus.client import BusCallError, call, get_all
@@ -45,7 +46,7 @@ RELEVANT = {
                        "IpInterface", "Interface"}),
     f"{DEVICE}.Wired": frozenset({"Carrier"}),
     IP4CONFIG: frozenset({"Gateway", "AddressData", "NameserverData", "RouteData"}),
-    IP6CONFIG: frozenset({"Gateway"}),
+    IP6CONFIG: frozenset({"Gateway", "Nameservers"}),
     DHCP4CONFIG: frozenset({"Options"}),
     ACTIVE: frozenset({"State", "Ip4Config", "Dhcp4Config", "Devices"}),
 }
@@ -74,8 +75,15 @@ def routers(options: Any) -> AnyAddress | None:
                                "DHCP router")
 
 
-def nameservers(ip4: dict[str, Any]) -> tuple[AnyAddress, ...]:
-    return validate.addresses(ip4.get("NameserverData"), "address", "DNS server")
+def nameservers(ip4: dict[str, Any], ip6: dict[str, Any] | None = None
+                ) -> tuple[AnyAddress, ...]:
+    """IPv4 servers from IP4Config's NameserverData; IPv6 ones from IP6Config's
+    Nameservers, arrays of 16 bytes (NetworkManager 1.42 has no NameserverData there)."""
+    six = [validate.address(list(raw) if isinstance(raw, bytes | bytearray) else raw,
+                            "IPv6 DNS server")
+           for raw in validate.items((ip6 or {}).get("Nameservers"), "IPv6 DNS servers")]
+    return validate.addresses(ip4.get("NameserverData"), "address", "DNS server") + tuple(
+        a for a in six if isinstance(a, IPv6Address))
 
 
 class NetworkManagerSource:
@@ -141,7 +149,7 @@ class NetworkManagerSource:
             state=state,
             gateway=gateway,
             gateway_source=source if gateway is not None else GatewaySource.NONE,
-            dns=nameservers(ip4),
+            dns=nameservers(ip4, ip6),
             gateway6=validate.address(ip6.get("Gateway"), "IPv6 gateway"),
             connection_id=validate.text(active.get("Id")),
             connection_uuid=validate.text(active.get("Uuid"), 64),

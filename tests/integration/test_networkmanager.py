@@ -17,7 +17,7 @@ import pytest
 
 from labkit.daemon import DaemonProcess
 from labkit.lab import Lab, isp_probe, wait_for
-from labkit.managers import Bus, NetworkManager, nmbalance_wrapper, set_router
+from labkit.managers import Bus, NetworkManager, dns6, nmbalance_wrapper, set_router
 from tests.integration.watch import SignalWatch
 
 CONFIG = f"""\
@@ -99,6 +99,10 @@ def test_gateways_come_from_networkmanager(nmlab: NMLab, daemon: DaemonProcess) 
     assert (uplinks["ISP1"]["gateway6"], uplinks["ISP1"]["gateway_source6"],
             uplinks["ISP1"]["address6"]) == ("2001:db8:101::1", "networkmanager", "2001:db8:101::2")
     assert uplinks["ISP2"]["gateway6"] is None
+    # ... and its IPv6 DNS server, from IP6Config's Nameservers beside IPv4's.
+    doctor = json.loads(lab.nmbalance("doctor", "-c", nmlab.config, "--json").stdout)
+    dns = next(c for c in doctor if c["name"] == "ISP1 dns")
+    assert dns6(1) in dns["why"], dns
     assert "default via 10.102.0.1 dev wan2 proto 211" in table(lab, 7702)
     tally = lab.connections(300)
     assert tally.get(1, 0) > 0 and tally.get(2, 0) > 0 and sum(tally.values()) == 300

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address
 
 from nmbalance.config import load_config_text
 from nmbalance.core.facts import Facts, GatewaySource, ManagedLink, UplinkFacts
@@ -74,6 +74,11 @@ def test_networkmanager_values_are_validated() -> None:
     assert routers({}) is None
     assert nameservers({"NameserverData": [{"address": "192.0.2.1"}, {"address": "x"}, "junk"]}
                        ) == (IPv4Address("192.0.2.1"),)
+    # IPv6 servers: arrays of 16 bytes; short, scoped-by-type or IPv4 ones dropped.
+    six = IPv6Address("2001:db8:53::1")
+    assert nameservers({}, {"Nameservers": [six.packed, b"\x01\x02", "junk",
+                                            IPv4Address("192.0.2.9").packed,
+                                            IPv6Address("ff02::1").packed]}) == (six,)
     assert device_state(100) == "activated" and device_state(999) == "state-999"
     assert ifname("wan1") == "wan1" and ifname("eth0;reboot") is None and ifname(7) is None
     assert address([10, 1, 2, 3]) == IPv4Address("10.1.2.3") and address([300, 1, 1, 1]) is None
