@@ -198,8 +198,10 @@ def measured_groups(config: Config) -> list[tuple[str, str, list[str]]]:
     order = {u.name: (-u.weight, i) for i, u in enumerate(config.uplink)}
     groups = [(DEFAULT_GROUP, config.mode, [u.name for u in config.uplink])]
     groups += [(gid, rule.method, list(rule.uplinks)) for rule, gid in rule_groups(config)]
+    once = dict.fromkeys(gid for gid, _, _ in groups)  # rules that balance alike share one
     return [(gid, method, sorted(names, key=order.__getitem__))
-            for gid, method, names in groups if method in MEASURED]
+            for gid, method, names in groups
+            if method in MEASURED and once.pop(gid, False) is None]
 
 
 def choose(config: Config, usable: set[str], loads: Mapping[str, Load],

@@ -19,7 +19,6 @@ from nmbalance.core.decide6 import (
     why_unrouted6,
 )
 from nmbalance.core.facts import Facts, GatewaySource, Health, UplinkFacts
-from nmbalance.core.matching import rule_matches
 from nmbalance.core.numbering import Layout, assign, layout_of
 from nmbalance.core.plan import (
     MAIN_TABLE,
@@ -31,6 +30,7 @@ from nmbalance.core.plan import (
     UplinkStatus,
 )
 from nmbalance.core.prefix6 import RadvdPlan, advertised, lan_block, prefix_contents, render_radvd
+from nmbalance.core.rulemap import compile_rules
 from nmbalance.core.ruleset import (
     DEFAULT_GROUP,
     Group,
@@ -237,21 +237,28 @@ def _group_weights(method: str, members: Sequence[str], weights: Mapping[str, fl
 
 
 def rule_groups(config: Config) -> list[tuple[Rule, str]]:
-    """Each [[rule]] with its group identifier, unique even for repeated names."""
-    seen: dict[str, int] = {}
+    """Each [[rule]] with its group identifier. Rules that balance alike (method,
+    uplinks, persistence and race settings) share one group, named after the first
+    of them: a thousand rules over the same uplinks are one weight map and one chain."""
+    by_settings: dict[tuple[object, ...], str] = {}
+    used: dict[str, int] = {}
     out = []
     for rule in config.rule:
-        gid = rule_group(rule.name)
-        seen[gid] = seen.get(gid, 0) + 1
-        out.append((rule, gid if seen[gid] == 1 else f"{gid}__{seen[gid]}"))
+        same = (rule.method, tuple(rule.uplinks), rule.persistence_by,
+                rule.persistence_timeout, rule.race)
+        if same not in by_settings:
+            gid = rule_group(rule.name)
+            used[gid] = used.get(gid, 0) + 1
+            by_settings[same] = gid if used[gid] == 1 else f"{gid}__{used[gid]}"
+        out.append((rule, by_settings[same]))
     return out
 
 
 def racing_groups(config: Config) -> list[str]:
     """The groups whose method is fastest-response with its races on."""
     out = [DEFAULT_GROUP] if config.mode == "fastest-response" and config.race else []
-    return out + [gid for rule, gid in rule_groups(config)
-                  if rule.method == "fastest-response" and rule.race]
+    return list(dict.fromkeys(out + [gid for rule, gid in rule_groups(config)
+                                     if rule.method == "fastest-response" and rule.race]))
 
 
 def decide(
@@ -291,8 +298,11 @@ def decide(
     ]
     methods = {DEFAULT_GROUP: config.mode}
     members = {DEFAULT_GROUP: names}
-    matches: list[tuple[str, str]] = []
+    targets: list[tuple[Rule, str]] = []
     for rule, gid in rule_groups(config):
+        targets.append((rule, f"pick_{gid}"))
+        if gid in methods:
+            continue
         groups.append(Group(
             gid, _group_kind(rule.method), tuple(idents[n] for n in rule.uplinks),
             rule.persistence_by or config.persistence_by,
@@ -301,7 +311,6 @@ def decide(
         ))
         methods[gid] = rule.method
         members[gid] = list(rule.uplinks)
-        matches += [(m, gid) for m in rule_matches(rule)]
     for method in sorted({m for g, m in methods.items() if g not in measured} & set(ADAPTIVE)):
         warnings.append(f"method {method!r} needs the daemon's measurements; using weights")
 
@@ -371,7 +380,7 @@ def decide(
         uplinks=tuple(sorted((MarkedUplink(idents[n], layout.mark(uid[n])) for n in names),
                              key=lambda m: m.mark)),
         groups=tuple(groups),
-        matches=tuple(matches),
+        rules=compile_rules(targets, config.ipv6 in IPV6_BALANCED),
         restrictive=config.firewall.restrictive,
         allow_ssh=config.firewall.allow_ssh,
         ssh_port=config.firewall.ssh_port,

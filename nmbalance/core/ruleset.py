@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from nmbalance.core.rulemap import Classify, RuleMap
 from nmbalance.core.slots import SLOTS
 
 # An empty chain whose name carries the structure's digest: nft 1.0.6 leaves
@@ -83,7 +84,7 @@ class TableSpec:
     mask: int
     uplinks: tuple[MarkedUplink, ...]
     groups: tuple[Group, ...]
-    matches: tuple[tuple[str, str], ...]  # (nft match expression, group ident), first wins
+    rules: Classify = field(default_factory=Classify)  # the [[rule]]s: first match wins
     restrictive: bool = False
     allow_ssh: bool = False
     ssh_port: int = 22
@@ -290,6 +291,9 @@ def _table_body(spec: TableSpec) -> str:
             if g.kind == "fastest" and g.race:
                 add(f"  set {asked_set(g.ident, family)} {{ typeof {_sticky_key(g, family)}; "
                     f"flags dynamic,timeout; timeout {ASKED_TIMEOUT}s; size 65536; }}")
+    for m in (step for step in spec.rules.steps if isinstance(step, RuleMap)):
+        add(f"  map {m.name} {{ type {m.type} : verdict; flags interval; "
+            f"elements = {{ {', '.join(m.elements)} }} }}")
     for up in spec.uplinks:
         # Every new connection an uplink takes passes its up_ chain once: counted
         # there, for the share measured and the metrics (established ones never do).
@@ -311,8 +315,11 @@ def _table_body(spec: TableSpec) -> str:
     if spec.prefix:
         # The host chose its uplink when it chose its source address.
         add("    ip6 saddr vmap @prefix6_src")
-    for match, group in spec.matches:
-        add(f"    {match} goto pick_{group}")
+    for step in spec.rules.steps:
+        if isinstance(step, RuleMap):
+            add(f"    meta nfproto {step.family} {step.key} vmap @{step.name}")
+        else:
+            add(f"    {step[0]} goto {step[1]}")
     add("    goto pick_default")
     add("  }")
     mask = f"{spec.mask:#010x}"
