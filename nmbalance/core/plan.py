@@ -108,7 +108,11 @@ class NftPlan:
         return sticky_sets(self.spec)
 
     def full_transaction(self) -> str:
-        return self.structure + self.snippets_text + self.contents_text
+        """The table made anew and filled: its sets start empty, so the contents'
+        flushes are left out (each would be parsed and sent for nothing)."""
+        fills = "".join(f"{line}\n" for line in self.contents_text.splitlines()
+                        if not line.startswith("flush "))
+        return self.structure + self.snippets_text + fills
 
 
 @dataclass(frozen=True)

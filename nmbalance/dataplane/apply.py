@@ -28,7 +28,7 @@ from nmbalance.core.numbering import Layout, ids_in_kernel
 from nmbalance.core.plan import Plan
 from nmbalance.core.ruleset import sticky_sets, sticky_timeouts
 from nmbalance.dataplane import conntrack, routing
-from nmbalance.dataplane.nft import NftTable, TableState, planned_names
+from nmbalance.dataplane.nft import NftTable, TableState, digest_of, planned_names
 from nmbalance.dataplane.radvd import Radvd
 from nmbalance.dataplane.sysctl import Sysctls
 from nmbalance.errors import ApplyError
@@ -128,6 +128,7 @@ class Applier:
         self._live: frozenset[int] | None = None
         self._routing: tuple[frozenset[object], frozenset[object]] | None = None
         self._full_next = False
+        self._swept: str | None = None  # the table name old tables of ours were swept for
         self._contents = ""
         self._dead: frozenset[int] | None = None  # marks of uplinks dead at the last apply
         self._dead6: frozenset[int] | None = None  # ... and of those whose IPv6 was
@@ -223,7 +224,7 @@ class Applier:
             if not changed:
                 return "", "", self._live
             return "contents", changed, self._live
-        before = table.read()
+        before = table.read_brief()
         if before is not None and before.digest is None:
             raise ApplyError(foreign_table(plan.nft.table))
         before_live = before.live if before is not None else frozenset()
@@ -237,18 +238,20 @@ class Applier:
             return
         table = self.table(plan.nft.table)
         table.run(text)
-        if mode == "contents" and self._digest == plan.nft.digest:
-            after_live = table.read_live()
-        else:
-            after = table.read()
-            if after is None or after.digest != plan.nft.digest:
-                self._digest = None
-                raise ApplyError("the nft table differs from the plan after apply")
-            after_live = after.live
-            if mode == "full":
-                self._full_next = False
-                for old in table.others_of_ours():  # kernel.table was renamed
+        # The transaction went through whole or not at all: read back only what it
+        # changed that someone else could have changed since (the table's structure,
+        # by its digest; the live uplinks).
+        known = mode == "contents" and self._digest == plan.nft.digest
+        if not known and digest_of(table.chain_names() or frozenset()) != plan.nft.digest:
+            self._digest = None
+            raise ApplyError("the nft table differs from the plan after apply")
+        after_live = table.read_live()
+        if mode == "full":
+            self._full_next = False
+            if self._swept != plan.nft.table:  # kernel.table renamed: the old one goes
+                for old in table.others_of_ours():
                     NftTable(old).delete()
+                self._swept = plan.nft.table
         if after_live != plan.live_marks:
             self._digest = None
             raise ApplyError("the nft table's live uplinks differ from the plan after apply")

@@ -69,6 +69,42 @@ def _verdicts(elems: list[Any], ranges: bool = False) -> list[tuple[Any, str]]:
     return out
 
 
+def _chains(items: list[dict[str, Any]], table: str) -> set[str]:
+    return {item["chain"]["name"] for item in items
+            if "chain" in item and item["chain"].get("table") == table}
+
+
+def digest_of(chains: frozenset[str]) -> str | None:
+    return next((name.removeprefix(DIGEST_CHAIN_PREFIX) for name in chains
+                 if name.startswith(DIGEST_CHAIN_PREFIX)), None)
+
+
+def _take(state: TableState, item: dict[str, Any]) -> None:
+    """One item of a JSON listing into `state` (chains are gathered apart)."""
+    if "counter" in item:
+        state.counters[item["counter"]["name"]] = int(item["counter"].get("packets", 0))
+    elif "chain" in item:
+        name = item["chain"]["name"]
+        if name.startswith(DIGEST_CHAIN_PREFIX):
+            state.digest = name.removeprefix(DIGEST_CHAIN_PREFIX)
+    elif "set" in item or "map" in item:
+        body = item.get("set") or item["map"]
+        elems = body.get("elem", [])
+        state.sets[body["name"]] = elems
+        if body["name"] == "live":
+            state.live = frozenset(int(e) for e in elems)
+        elif body["name"] == "restore":
+            state.restore = dict(_verdicts(elems))
+        elif body["name"].startswith(("w_", "w6_")):
+            state.weights[body["name"]] = [
+                (lo, hi, chain) for (lo, hi), chain in _verdicts(elems, ranges=True)]
+        elif body["name"].startswith("st") and "timeout" in body.get("flags", []):
+            state.sticky[body["name"]] = [
+                StickyEntry(_element_text(e["elem"]["val"]), int(e["elem"].get("expires", 0)))
+                for e in elems if isinstance(e, dict) and "elem" in e
+            ]
+
+
 def planned_names(structure: str, table: str) -> tuple[frozenset[str], frozenset[str]]:
     """The chains and the sets/maps a rendered structure declares in `table`."""
     chains, sets = set(), set()
@@ -122,39 +158,46 @@ class NftTable:
         if rc != 0:
             raise ApplyError(f"nft refused the transaction: {error.strip()}")
 
-    def read(self) -> TableState | None:
+    def _list(self, what: str) -> list[dict[str, Any]] | None:
+        """The JSON items `list WHAT` gives; None when nft refuses (no such table)."""
         self._nft.set_json_output(True)
-        rc, output, _ = self._nft.cmd(f"list table {self.family} {self.name}")
+        rc, output, _ = self._nft.cmd(f"list {what}")
         if rc != 0:
+            return None
+        items = json.loads(output).get("nftables", [])
+        return [i for i in items if isinstance(i, dict)]
+
+    def read(self) -> TableState | None:
+        """The whole table: chains, rules, sets and maps with their elements, counters."""
+        items = self._list(f"table {self.family} {self.name}")
+        if items is None:
             return None  # no such table
         state = TableState()
-        chains = set()
-        for item in json.loads(output).get("nftables", []):
-            if "chain" in item:
-                name = item["chain"]["name"]
-                chains.add(name)
-                if name.startswith(DIGEST_CHAIN_PREFIX):
-                    state.digest = name.removeprefix(DIGEST_CHAIN_PREFIX)
-            elif "counter" in item:
-                state.counters[item["counter"]["name"]] = int(item["counter"].get("packets", 0))
-            elif "set" in item or "map" in item:
-                body = item.get("set") or item["map"]
-                elems = body.get("elem", [])
-                state.sets[body["name"]] = elems
-                if body["name"] == "live":
-                    state.live = frozenset(int(e) for e in elems)
-                elif body["name"] == "restore":
-                    state.restore = dict(_verdicts(elems))
-                elif body["name"].startswith(("w_", "w6_")):
-                    state.weights[body["name"]] = [
-                        (lo, hi, chain) for (lo, hi), chain in _verdicts(elems, ranges=True)]
-                elif body["name"].startswith("st") and "timeout" in body.get("flags", []):
-                    state.sticky[body["name"]] = [
-                        StickyEntry(_element_text(e["elem"]["val"]), int(e["elem"].get("expires", 0)))
-                        for e in elems if isinstance(e, dict) and "elem" in e
-                    ]
-        state.chains = frozenset(chains)
+        for item in items:
+            _take(state, item)
+        state.chains = frozenset(_chains(items, self.name))
         return state
+
+    def read_brief(self) -> TableState | None:
+        """What an apply needs before a whole-table replace, at a fraction of read()'s
+        cost: the digest and chain names (no rules) and the sets with their elements
+        (live, sticky); no maps, rules or counters, whose JSON is most of a listing.
+        None when there is no such table."""
+        sets = self._list(f"sets table {self.family} {self.name}")
+        if sets is None:
+            return None
+        state = TableState()
+        for item in sets:
+            _take(state, item)
+        state.chains = frozenset(self.chain_names() or ())
+        state.digest = digest_of(state.chains)
+        return state
+
+    def chain_names(self) -> frozenset[str] | None:
+        """The names of our table's chains (its digest among them), without their
+        rules; None when nft refuses."""
+        items = self._list(f"chains {self.family}")
+        return None if items is None else frozenset(_chains(items, self.name))
 
     def read_live(self) -> frozenset[int] | None:
         """Just the live-marks set: the cheap read-back after a contents update."""
