@@ -47,7 +47,7 @@ def ack_error(data: bytes, sequence: int) -> int | None:
         if length < _HEADER.size:
             break
         if kind == NLMSG_ERROR and seq == sequence and length >= _HEADER.size + 4:
-            return -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
+            return -int(struct.unpack_from("=i", data, offset + _HEADER.size)[0])
         offset += (length + 3) & ~3
     return None
 
