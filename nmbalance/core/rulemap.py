@@ -74,7 +74,10 @@ def rule_boxes(rule: Rule, family: int) -> list[Box] | None:
 
 
 def _meets(a: Box, b: Box) -> bool:
-    return all(x[0] <= y[1] and y[0] <= x[1] for x, y in zip(a, b, strict=True))
+    for (alo, ahi), (blo, bhi) in zip(a, b, strict=True):  # noqa: SIM110 (the hot path)
+        if alo > bhi or blo > ahi:
+            return False
+    return True
 
 
 def _minus(b: Box, c: Box) -> list[Box]:
@@ -91,33 +94,35 @@ def _minus(b: Box, c: Box) -> list[Box]:
 
 
 class _Claimed:
-    """The boxes earlier rules took, found by overlap quickly: grouped by every
-    dimension but one (`axis`, the one where rules differ most), and sorted along
-    it, where boxes of one group never overlap."""
+    """The boxes earlier rules took, found by overlap quickly: sorted by where they
+    start along one dimension (`axis`, where rules differ most), so a box is met only
+    by those starting within the longest claimed span before it. Spans wider than
+    1/256 of the dimension (a rule for "everything to port 443") are kept apart and
+    always looked at, so one of them does not make every search a full scan."""
 
-    def __init__(self, axis: int) -> None:
+    def __init__(self, axis: int, top: int) -> None:
         self.axis = axis
-        self.groups: dict[Box, list[Interval]] = {}
-
-    def _rest(self, b: Box) -> Box:
-        return b[:self.axis] + b[self.axis + 1:]
+        self.wide_from = (top + 1) >> 8
+        self.starts: list[int] = []  # sorted
+        self.boxes: list[Box] = []  # in the order of starts
+        self.longest = 0  # the longest span among the narrow ones
+        self.wide: list[Box] = []
 
     def overlapping(self, b: Box) -> list[Box]:
         lo, hi = b[self.axis]
-        rest = self._rest(b)
-        out = []
-        for other, spans in self.groups.items():
-            if not _meets(rest, other):
-                continue
-            i = max(bisect.bisect_right(spans, (lo, 2**128)) - 1, 0)
-            while i < len(spans) and spans[i][0] <= hi:
-                if spans[i][1] >= lo:
-                    out.append((*other[:self.axis], spans[i], *other[self.axis:]))
-                i += 1
-        return out
+        first = bisect.bisect_left(self.starts, lo - self.longest)
+        last = bisect.bisect_right(self.starts, hi)
+        return [c for c in itertools.chain(self.boxes[first:last], self.wide) if _meets(b, c)]
 
     def add(self, b: Box) -> None:
-        bisect.insort(self.groups.setdefault(self._rest(b), []), b[self.axis])
+        lo, hi = b[self.axis]
+        if hi - lo >= self.wide_from:
+            self.wide.append(b)
+            return
+        at = bisect.bisect_right(self.starts, lo)
+        self.starts.insert(at, lo)
+        self.boxes.insert(at, b)
+        self.longest = max(self.longest, hi - lo)
 
 
 def _pieces(claimed: _Claimed, boxes: Sequence[Box], limit: int) -> list[Box] | None:
@@ -134,15 +139,10 @@ def _pieces(claimed: _Claimed, boxes: Sequence[Box], limit: int) -> list[Box] | 
     return out
 
 
-def _protocols(iv: Interval) -> tuple[list[int], list[Interval]]:
-    """A protocol span's port protocols, and the spans of the others between them."""
-    ported = [p for p in PORTED if iv[0] <= p <= iv[1]]
-    others, lo = [], iv[0]
-    for p in [*ported, iv[1] + 1]:
-        if lo <= p - 1:
-            others.append((lo, p - 1))
-        lo = p + 1
-    return ported, others
+def _protocols(iv: Interval) -> tuple[bool, bool]:
+    """Whether a protocol span holds a port protocol, and whether it holds another."""
+    ported = sum(iv[0] <= p <= iv[1] for p in PORTED)
+    return ported > 0, iv[1] - iv[0] + 1 > ported
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,7 @@ class RuleMap:
     type: str
     elements: tuple[str, ...]
     family: str  # "ipv4" or "ipv6": the nfproto it is looked up for
+    ported: bool  # looked up for the port protocols only (its key has their ports)
 
 
 class _Run:
@@ -161,7 +162,7 @@ class _Run:
 
     def __init__(self, family: int, axis: int) -> None:
         self.family = family
-        self.claimed = _Claimed(axis)
+        self.claimed = _Claimed(axis, ANY[family][axis][1])
         self.pieces: list[tuple[Box, str]] = []
 
     def cut(self, boxes: Sequence[Box], limit: int) -> list[Box] | None:
@@ -186,25 +187,30 @@ class _Run:
             text = (lambda v: str(parse(v))) if address else str
             return text(iv[0]) if iv[0] == iv[1] else f"{text(iv[0])}-{text(iv[1])}"
 
+        # A piece keeps its protocol span whole in each map it belongs to (the lookup
+        # is guarded by protocol): one element, not one per port protocol and per
+        # span between them. Fewer elements load faster: the kernel's concatenated
+        # interval sets insert in quadratic time.
         ported: list[str] = []
         other: list[str] = []
         for box, target in self.pieces:
-            protos, others = _protocols(box[0])
+            with_ports, without = _protocols(box[0])
             addrs = [span(box[1], True), span(box[2], True)] if addressed else []
-            ports = [span(box[3]), span(box[4])]
-            ported += [" . ".join([str(p), *addrs, *ports]) + f" : goto {target}"
-                       for p in protos]
-            other += [" . ".join([span(p), *addrs]) + f" : goto {target}" for p in others]
+            if with_ports:
+                ported.append(" . ".join([span(box[0]), *addrs, span(box[3]), span(box[4])])
+                              + f" : goto {target}")
+            if without:
+                other.append(" . ".join([span(box[0]), *addrs]) + f" : goto {target}")
         key = ["meta l4proto", *([f"{ip} saddr", f"{ip} daddr"] if addressed else [])]
         typ = ["inet_proto", *([addr_type, addr_type] if addressed else [])]
         ports_key, ports_type = ["th sport", "th dport"], ["inet_service", "inet_service"]
         out = []
         if ported:
             out.append(RuleMap(f"rules{fam}p_{index}", " . ".join(key + ports_key),
-                               " . ".join(typ + ports_type), tuple(ported), f"ipv{fam}"))
+                               " . ".join(typ + ports_type), tuple(ported), f"ipv{fam}", True))
         if other:
             out.append(RuleMap(f"rules{fam}o_{index}", " . ".join(key), " . ".join(typ),
-                               tuple(other), f"ipv{fam}"))
+                               tuple(other), f"ipv{fam}", False))
         return out
 
 

@@ -264,6 +264,7 @@ def _table_body(spec: TableSpec) -> str:
     add("  map dns4 { type ipv4_addr : verdict; }")
     add("  map source4 { type ipv4_addr : verdict; }")
     add("  map inbound { type ifname : verdict; }")
+    add("  set uplink_ifs { type ifname; }")
     add("  set lan_sources { type ifname . ipv4_addr; flags interval; }")
     restore = ", ".join(f"{u.mark:#x} : goto {restore_chain(u.ident)}" for u in spec.uplinks)
     add(f"  map restore {{ typeof ct mark : verdict; elements = {{ {restore} }} }}")
@@ -317,18 +318,30 @@ def _table_body(spec: TableSpec) -> str:
         add("    ip6 saddr vmap @prefix6_src")
     for step in spec.rules.steps:
         if isinstance(step, RuleMap):
-            add(f"    meta nfproto {step.family} {step.key} vmap @{step.name}")
+            # A port key reads ports only where the packet has them.
+            guard = "meta l4proto { tcp, udp, sctp }" if step.ported else \
+                "meta l4proto != { tcp, udp, sctp }"
+            add(f"    meta nfproto {step.family} {guard} {step.key} vmap @{step.name}")
         else:
             add(f"    {step[0]} goto {step[1]}")
     add("    goto pick_default")
     add("  }")
     mask = f"{spec.mask:#010x}"
+    # A connection's uplink back into the packet's mark. With the whole mark ours, a
+    # copy; else only our bits, by a map to the uplink's constant (nft 1.0.6 cannot
+    # OR a register into a mark).
+    restore = ("    ct mark != 0 meta mark set ct mark" if spec.mask == 0xFFFFFFFF
+               else f"    ct mark and {mask} vmap @restore")
     # Without an ipv6 mode, IPv6 is left exactly as the system routes it: no mark, no NAT.
     untouched6 = [] if spec.ipv6 else ["    meta nfproto ipv6 return"]
     add("  chain prerouting {")
     add("    type filter hook prerouting priority mangle; policy accept;")
     out.extend(untouched6)
-    add(f"    ct mark and {mask} vmap @restore")
+    # Replies from the internet are routed by their destination (a LAN, this host):
+    # the most common packet of all needs no mark. Replies from a LAN to a connection
+    # that came in by an uplink do: they must leave by it.
+    add("    ct direction reply iifname @uplink_ifs return")
+    add(restore)
     add("    ct state != new return")
     add("    iifname vmap @inbound")
     add("    fib daddr type local return")
@@ -337,7 +350,7 @@ def _table_body(spec: TableSpec) -> str:
     add("  chain output {")
     add("    type route hook output priority mangle; policy accept;")
     out.extend(untouched6)
-    add(f"    ct mark and {mask} vmap @restore")
+    add(restore)
     add("    ct state != new return")
     add("    oifname \"lo\" return")
     # A socket that set its own mark (SO_MARK) chose its uplink already; ICMP
@@ -526,6 +539,7 @@ def render_contents(spec: TableSpec, contents: TableContents) -> str:
     fill("map", "dns4", [f"{a} : goto up_{u}" for a, u in contents.dns4.items()])
     fill("map", "source4", [f"{a} : goto up_{u}" for a, u in contents.source4.items()])
     fill("map", "inbound", [f'"{i}" : goto up_{u}' for i, u in contents.inbound.items()])
+    fill("set", "uplink_ifs", [f'"{i}"' for i in contents.inbound])
     for g in spec.groups:
         if g.kind == "enforced":
             continue

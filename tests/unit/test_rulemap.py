@@ -197,3 +197,13 @@ def test_each_family_has_its_own_maps_and_keys() -> None:
     assert [(m.name, m.key) for m in alone if isinstance(m, RuleMap)] == [
         ("rules4p_0", "meta l4proto . th sport . th dport"),
         ("rules6p_0", "meta l4proto . th sport . th dport")]
+
+
+def test_a_rule_of_any_protocol_is_one_element_in_each_map() -> None:
+    lan = _made(0, ["10.250.0.0/24"], [], None, [], [], False)
+    steps = compile_rules([(lan, "pick_lan")], ipv6=False).steps
+    assert [(m.name, m.ported, m.elements) for m in steps if isinstance(m, RuleMap)] == [
+        ("rules4p_0", True, ("0-255 . 10.250.0.0-10.250.0.255 . 0.0.0.0-255.255.255.255 . "
+                             "0-65535 . 0-65535 : goto pick_lan",)),
+        ("rules4o_0", False, ("0-255 . 10.250.0.0-10.250.0.255 . 0.0.0.0-255.255.255.255 : "
+                              "goto pick_lan",))]
