@@ -21,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.netns import rerun_inside  # noqa: E402
+
 TOTAL, DEAD, PAIRS = 10_000, 1_000, 9
 LIVE_MARK, DEAD_MARK, MASK = 0x100, 0x200, 0xFF00
 
@@ -91,13 +94,7 @@ def main() -> None:
     if sys.argv[1:] == ["--inside"]:
         inside()
         return
-    ns = f"nmbb{os.getpid() % 10000}ct"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inside"],
-                       check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+    rerun_inside(__file__, f"nmbb{os.getpid() % 10000}ct")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.netns import rerun_inside  # noqa: E402
+
 COUNTS = (100, 1000, 5000)
 RUNS = 5
 HEAD = """mode = "weighted"
@@ -136,14 +138,7 @@ def main() -> None:
         batch += [f"link add wan{i} type veth peer name wan{i}p",
                   f"addr add 10.{i}.0.2/24 dev wan{i}", f"link set wan{i} up",
                   f"link set wan{i}p up"]
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch), text=True,
-                       check=True)
-        subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inside"],
-                       check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+    rerun_inside(__file__, ns, batch)
 
 
 if __name__ == "__main__":
