@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -70,6 +71,7 @@ class Bench:
     def __init__(self, lab: Lab, seconds: float) -> None:
         self.lab = lab
         self.seconds = seconds
+        self.server: subprocess.Popen[str] | None = None
         self.configs: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
             "plain": (lambda: self.nft(PLAIN), lambda: self.nft("delete table inet plain")),
             "nmbalance": self.ours(0), "rules-100": self.ours(100),
@@ -112,8 +114,19 @@ class Bench:
             done = self.lab.sh(self.lab.lan, *cmd, check=attempt == 2)
             if done.returncode == 0:
                 break
-            time.sleep(1)
+            self.start_server()  # iperf3's server can stay stuck in a test that failed
         return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+    def start_server(self) -> None:
+        if self.server is not None:
+            self.server.terminate()
+            try:
+                self.server.wait(2)
+            except subprocess.TimeoutExpired:  # stuck too deep to hear SIGTERM
+                self.server.kill()
+                self.server.wait()
+        self.server = self.lab.spawn(self.lab.inet, "iperf3", "-s", "-B", SERVER_ADDR)
+        time.sleep(0.5)
 
     def flood(self, mode: str) -> float:
         lab = self.lab
@@ -147,26 +160,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--tests", default="tcp1,down1,tcp8,pps,cps")
+    parser.add_argument("--verbose", action="store_true", help="name each run as it starts")
     args = parser.parse_args()
     tests = args.tests.split(",")
     with Lab(isps=2) as lab:
         offloads_off(lab)
         lab.sh(lab.inet, "nft", SINK)
-        server = lab.spawn(lab.inet, "iperf3", "-s", "-B", SERVER_ADDR)
-        time.sleep(0.5)
         bench = Bench(lab, args.seconds)
+        bench.start_server()
         names = [*bench.configs, "plain (A/A)"]
         raw: dict[str, dict[str, list[float]]] = {t: {n: [] for n in names} for t in tests}
         for _ in range(args.rounds):
             for test in tests:
                 for name in names:
                     on, off = bench.configs[name.removesuffix(" (A/A)")]
+                    if args.verbose:
+                        print(f"{test} {name}", file=sys.stderr, flush=True)
                     on()
                     try:
                         raw[test][name].append(bench.run(test))
                     finally:
                         off()
-        server.terminate()
+        if bench.server is not None:
+            bench.server.terminate()
     units = {"tcp1": "Gbit/s", "down1": "Gbit/s", "tcp8": "Gbit/s", "pps": "packets/s",
              "cps": "new flows/s"}
     print(f"datapath cost, offloads off, {args.rounds} rounds; ratio to the round's first plain "
