@@ -123,11 +123,10 @@ def explain(config: Config, plan: Plan, c: Connection,
                   pinned, states)
 
 
-def _uplink_state(u: UplinkPlan, six: bool) -> tuple[str, str]:
+def _uplink_state(u: UplinkPlan, family: int) -> tuple[str, str]:
     """An uplink's state and reason in the plan, in the connection's family."""
-    if six:
-        return (u.status6.value if u.status6 else "absent"), u.reason6
-    return u.status.value, u.reason
+    status = u.status_in(family)
+    return (status.value if status else "absent"), (u.reason if family == 4 else u.reason6)
 
 
 def _sticky_key(group: Group, c: Connection) -> str | None:
@@ -146,12 +145,12 @@ def _group(config: Config, plan: Plan, group: Group, method: str, rule: str | No
     by_ident = {u.ident: u for u in plan.uplinks}
     members = [by_ident[i] for i in group.uplinks]
     states = states or {}
-    six = c.dst.version == 6
-    family = 6 if six else 4
+    family = c.dst.version
+    six = family == 6
     wmap = f"w6_{group.ident}" if six else f"w_{group.ident}"
 
     def state(u: UplinkPlan) -> tuple[str, str]:
-        return states.get(u.name, _uplink_state(u, six))
+        return states.get(u.name, _uplink_state(u, family))
 
     if group.kind == "enforced":
         target = members[0]

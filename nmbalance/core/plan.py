@@ -52,6 +52,10 @@ class UplinkPlan:
     routed6: bool = False
     translation6: str = ""  # npt, prefix: how the LANs' IPv6 leaves by it
 
+    def status_in(self, family: int) -> UplinkStatus | None:
+        """Its status in one family (None: IPv6 is the system's)."""
+        return self.status if family == 4 else self.status6
+
 
 @dataclass(frozen=True, order=True)
 class Route:

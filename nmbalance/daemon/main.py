@@ -61,7 +61,6 @@ from nmbalance.publish.metrics import Exporter, MetricsView, openmetrics
 from nmbalance.publish.sdnotify import Notifier
 from nmbalance.sources.counters import read_link_stats
 from nmbalance.sources.kernel_watch import EventKind, KernelEvent
-from nmbalance.sources.learner import Address as LearnedAddress
 from nmbalance.sources.learner import Contender, Learner, open_log
 from nmbalance.sources.probes import ProbeScheduler, ProbeTargets, RoundSender
 
@@ -397,7 +396,7 @@ class Daemon:
             latencies = {name: t.smoothed_ms for name, t in monitor.trackers.items()
                          if t.smoothed_ms is not None}
             usable = {u.name for u in plan.uplinks
-                      if (status := u.status if family == 4 else u.status6) and status.usable}
+                      if (status := u.status_in(family)) and status.usable}
             choices, self._group_states[family] = choose(
                 config, usable, loads, latencies, self._group_states.get(family, {}), now)
             measured[family] = {gid: c.weights for gid, c in choices.items() if c.measured}
@@ -447,14 +446,14 @@ class Daemon:
         sources = self.probe_source if family == 4 else self.probe_source6
         out = []
         for u in plan.uplinks:
-            status = u.status if family == 4 else u.status6
+            status = u.status_in(family)
             source = sources.get(u.name)
             if (u.ident in found.uplinks and status is not None and status.usable
                     and source is not None and source.version == family):
                 out.append(Contender(u.ident, source, u.mark))
         return out
 
-    async def _add_learned(self, won: Mapping[str, Mapping[str, list[LearnedAddress]]]) -> None:
+    async def _add_learned(self, won: Mapping[str, Mapping[str, list[AnyAddress]]]) -> None:
         plan = self.plan
         if plan is None or not won:
             return

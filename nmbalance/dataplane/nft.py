@@ -83,10 +83,6 @@ def _take(state: TableState, item: dict[str, Any]) -> None:
     """One item of a JSON listing into `state` (chains are gathered apart)."""
     if "counter" in item:
         state.counters[item["counter"]["name"]] = int(item["counter"].get("packets", 0))
-    elif "chain" in item:
-        name = item["chain"]["name"]
-        if name.startswith(DIGEST_CHAIN_PREFIX):
-            state.digest = name.removeprefix(DIGEST_CHAIN_PREFIX)
     elif "set" in item or "map" in item:
         body = item.get("set") or item["map"]
         elems = body.get("elem", [])
@@ -176,6 +172,7 @@ class NftTable:
         for item in items:
             _take(state, item)
         state.chains = frozenset(_chains(items, self.name))
+        state.digest = digest_of(state.chains)
         return state
 
     def read_brief(self) -> TableState | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 from nmbalance.core.ruleset import LEARN_PREFIX
+from nmbalance.inet import AnyAddress
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,10 @@ RACE_TIMEOUT = 2.0
 BATCH_DELAY = 0.02  # winners are gathered this long into one transaction
 
 
-Address = IPv4Address | IPv6Address
-
-
 @dataclass(frozen=True)
 class NewDestination:
     group: str
-    address: Address
+    address: AnyAddress
     proto: int  # 6 tcp, 17 udp, ...
     port: int  # 0 unless tcp or udp
 
@@ -59,7 +57,7 @@ class NewDestination:
 @dataclass(frozen=True)
 class Contender:
     ident: str  # the uplink's nft identifier
-    source: Address  # of the destination's family
+    source: AnyAddress  # of the destination's family
     mark: int
 
 
@@ -106,7 +104,7 @@ def _destination(prefix: bytes, packet: bytes) -> NewDestination | None:
     text = prefix.decode("ascii", "replace")
     if not text.startswith(LEARN_PREFIX) or len(packet) < 20:
         return None
-    address: Address
+    address: AnyAddress
     if packet[0] >> 4 == 4:
         header = (packet[0] & 0x0F) * 4
         proto = packet[9]
@@ -135,7 +133,7 @@ def open_log(group: int) -> socket.socket:
     return sock
 
 
-async def connect_time(address: Address, port: int, via: Contender) -> float:
+async def connect_time(address: AnyAddress, port: int, via: Contender) -> float:
     """Seconds until `address:port` accepts a TCP connection through `via`."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
@@ -152,14 +150,14 @@ async def connect_time(address: Address, port: int, via: Contender) -> float:
         sock.close()  # with linger 0: a reset, not a lingering close
 
 
-async def echo_time(address: Address, port: int, via: Contender) -> float:
+async def echo_time(address: AnyAddress, port: int, via: Contender) -> float:
     from nmbalance.sources.probes import echo
 
     return await asyncio.to_thread(echo, address, via.source, RACE_TIMEOUT, True,
                                    id(via) & 0xFFFF, 1) / 1000
 
 
-Race = Callable[[Address, int, Contender], Awaitable[float]]
+Race = Callable[[AnyAddress, int, Contender], Awaitable[float]]
 
 
 async def race(destination: NewDestination, contenders: Sequence[Contender],
@@ -191,7 +189,7 @@ class Learner:
     """Reads new destinations, races them, hands batches of winners to `learned`."""
 
     def __init__(self, contenders: Callable[[str, int], Sequence[Contender]],
-                 learned: Callable[[Mapping[str, Mapping[str, list[Address]]]],
+                 learned: Callable[[Mapping[str, Mapping[str, list[AnyAddress]]]],
                                    Awaitable[None]],
                  racer: Callable[[NewDestination, Sequence[Contender]], Awaitable[str | None]]
                  = race) -> None:
@@ -199,7 +197,7 @@ class Learner:
         self._learned = learned  # {group: {uplink ident: [addresses]}}
         self._race = racer
         self._pending: asyncio.Queue[NewDestination] = asyncio.Queue(MAX_PENDING)
-        self._won: dict[str, dict[str, list[Address]]] = {}
+        self._won: dict[str, dict[str, list[AnyAddress]]] = {}
         self._flush = asyncio.Event()
         self.raced = 0
         self.learned = 0
