@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nmbalance.config.model import Config
-from nmbalance.core.decide import rule_groups
+from nmbalance.core.decide import rule_group_leaders
 from nmbalance.core.ruleset import DEFAULT_GROUP
 
 HIGH_WATER = 0.8  # overflow: an uplink this loaded (either direction) is full
@@ -197,11 +197,10 @@ def measured_groups(config: Config) -> list[tuple[str, str, list[str]]]:
     method takes its weights from measurements."""
     order = {u.name: (-u.weight, i) for i, u in enumerate(config.uplink)}
     groups = [(DEFAULT_GROUP, config.mode, [u.name for u in config.uplink])]
-    groups += [(gid, rule.method, list(rule.uplinks)) for rule, gid in rule_groups(config)]
-    once = dict.fromkeys(gid for gid, _, _ in groups)  # rules that balance alike share one
+    groups += [(gid, rule.method, list(rule.uplinks))
+               for rule, gid in rule_group_leaders(config)]
     return [(gid, method, sorted(names, key=order.__getitem__))
-            for gid, method, names in groups
-            if method in MEASURED and once.pop(gid, False) is None]
+            for gid, method, names in groups if method in MEASURED]
 
 
 def choose(config: Config, usable: set[str], loads: Mapping[str, Load],

@@ -254,11 +254,20 @@ def rule_groups(config: Config) -> list[tuple[Rule, str]]:
     return out
 
 
+def rule_group_leaders(config: Config) -> list[tuple[Rule, str]]:
+    """Each group of [[rule]]s once, with the first rule of it (which all its rules
+    balance like)."""
+    leaders: dict[str, Rule] = {}
+    for rule, gid in rule_groups(config):
+        leaders.setdefault(gid, rule)
+    return [(rule, gid) for gid, rule in leaders.items()]
+
+
 def racing_groups(config: Config) -> list[str]:
     """The groups whose method is fastest-response with its races on."""
     out = [DEFAULT_GROUP] if config.mode == "fastest-response" and config.race else []
-    return list(dict.fromkeys(out + [gid for rule, gid in rule_groups(config)
-                                     if rule.method == "fastest-response" and rule.race]))
+    return out + [gid for rule, gid in rule_group_leaders(config)
+                  if rule.method == "fastest-response" and rule.race]
 
 
 def decide(
@@ -298,11 +307,7 @@ def decide(
     ]
     methods = {DEFAULT_GROUP: config.mode}
     members = {DEFAULT_GROUP: names}
-    targets: list[tuple[Rule, str]] = []
-    for rule, gid in rule_groups(config):
-        targets.append((rule, f"pick_{gid}"))
-        if gid in methods:
-            continue
+    for rule, gid in rule_group_leaders(config):
         groups.append(Group(
             gid, _group_kind(rule.method), tuple(idents[n] for n in rule.uplinks),
             rule.persistence_by or config.persistence_by,
@@ -380,7 +385,8 @@ def decide(
         uplinks=tuple(sorted((MarkedUplink(idents[n], layout.mark(uid[n])) for n in names),
                              key=lambda m: m.mark)),
         groups=tuple(groups),
-        rules=compile_rules(targets, config.ipv6 in IPV6_BALANCED),
+        rules=compile_rules([(rule, f"pick_{gid}") for rule, gid in rule_groups(config)],
+                            config.ipv6 in IPV6_BALANCED),
         restrictive=config.firewall.restrictive,
         allow_ssh=config.firewall.allow_ssh,
         ssh_port=config.firewall.ssh_port,

@@ -148,11 +148,17 @@ STICKY_KINDS = ("persistence", "fastest")
 LEARN_PREFIX = "nmb:"  # the log prefix of a new fastest-response destination: nmb:GROUP
 
 
+def _sticky_families(spec: TableSpec, g: Group) -> tuple[int, ...]:
+    """The families group `g` has sticky sets for: IPv4's, and IPv6's under an ipv6 mode."""
+    if g.kind not in STICKY_KINDS:
+        return ()
+    return (4, 6) if spec.ipv6 else (4,)
+
+
 def _sticky_groups(spec: TableSpec, family: int | None = None) -> list[tuple[Group, int]]:
     """Each group with sticky sets, once per family it has them for (or for `family`)."""
-    out = [(g, f) for g in spec.groups if g.kind in STICKY_KINDS
-           for f in ((4, 6) if spec.ipv6 else (4,))]
-    return [(g, f) for g, f in out if family in (None, f)]
+    return [(g, f) for g in spec.groups for f in _sticky_families(spec, g)
+            if family in (None, f)]
 
 
 def sticky_sets(spec: TableSpec, family: int | None = None) -> dict[str, str]:
@@ -282,9 +288,7 @@ def _table_body(spec: TableSpec) -> str:
             if spec.ipv6:
                 add(f"  map w6_{g.ident} {{ typeof numgen random mod {SLOTS} : verdict; "
                     "flags interval; }")
-        for sticky, family in _sticky_groups(spec):
-            if sticky is not g:
-                continue
+        for family in _sticky_families(spec, g):
             for u in g.uplinks:
                 add(f"  set {sticky_set(g.ident, u, family)} {{ typeof "
                     f"{_sticky_key(g, family)}; flags dynamic,timeout; "
