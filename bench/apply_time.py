@@ -22,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.netns import rerun_inside, uplinks_batch  # noqa: E402
+
 RUNS = 25
 
 
@@ -123,30 +126,13 @@ def inside(n: int) -> None:
           f" | table replaced / shell = {full_ms / shell_ms:.3f}")
 
 
-def build(ns: str, n: int) -> None:
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    batch = ["link set lo up", "link add lan0 type veth peer name lan0p",
-             "addr add 10.250.0.1/24 dev lan0", "link set lan0 up", "link set lan0p up"]
-    for i in range(1, n + 1):
-        batch += [f"link add wan{i} type veth peer name wan{i}p",
-                  f"addr add 10.{i}.0.2/24 dev wan{i}", f"link set wan{i} up", f"link set wan{i}p up"]
-    subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch), text=True, check=True)
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--inside":
         inside(int(sys.argv[2]))
         return
     print(f"nmbalance apply time (median of {RUNS}, in-process; baseline: the same plan by shell)")
     for n in [int(a) for a in sys.argv[1:]] or (2, 8, 32, 64):
-        ns = f"nmbb{os.getpid() % 10000}a{n}"
-        try:
-            build(ns, n)
-            subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--inside", str(n)],
-                           check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        finally:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
-
+        rerun_inside(__file__, f"nmbb{os.getpid() % 10000}a{n}", uplinks_batch(n), [str(n)])
 
 if __name__ == "__main__":
     main()

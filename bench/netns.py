@@ -24,3 +24,13 @@ def rerun_inside(script: str, ns: str, batch: Sequence[str] = (), args: Sequence
                        check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def uplinks_batch(n: int) -> list[str]:
+    """A LAN and `n` uplinks, as `ip -batch` lines."""
+    out = ["link set lo up", "link add lan0 type veth peer name lan0p",
+           "addr add 10.250.0.1/24 dev lan0", "link set lan0 up", "link set lan0p up"]
+    for i in range(1, n + 1):
+        out += [f"link add wan{i} type veth peer name wan{i}p",
+                f"addr add 10.{i}.0.2/24 dev wan{i}", f"link set wan{i} up", f"link set wan{i}p up"]
+    return out

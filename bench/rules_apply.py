@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.netns import rerun_inside  # noqa: E402
+from bench.netns import rerun_inside, uplinks_batch  # noqa: E402
 
 COUNTS = (100, 1000, 5000)
 RUNS = 5
@@ -131,14 +131,7 @@ def main() -> None:
     if sys.argv[1:] == ["--inside"]:
         inside()
         return
-    ns = f"nmbb{os.getpid() % 10000}r"
-    batch = ["link set lo up", "link add lan0 type veth peer name lan0p",
-             "addr add 10.250.0.1/24 dev lan0", "link set lan0 up", "link set lan0p up"]
-    for i in (1, 2):
-        batch += [f"link add wan{i} type veth peer name wan{i}p",
-                  f"addr add 10.{i}.0.2/24 dev wan{i}", f"link set wan{i} up",
-                  f"link set wan{i}p up"]
-    rerun_inside(__file__, ns, batch)
+    rerun_inside(__file__, f"nmbb{os.getpid() % 10000}r", uplinks_batch(2))
 
 
 if __name__ == "__main__":
