@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -42,6 +42,10 @@ ADDRESS = {4: ("ip", "ipv4_addr", IPv4Address), 6: ("ip6", "ipv6_addr", IPv6Addr
 # Past this many boxes a rule stays one nft rule with anonymous sets: 1024
 # sources times 1024 destinations would be a million map elements.
 BOX_LIMIT = 4096
+# Elements per map before it is split into buckets: the kernel's concatenated
+# interval sets insert in quadratic time (16,000 elements in one map load in
+# about 6 s, in maps of 128 in 0.6 s), single-field ones do not.
+BUCKET = 128
 
 
 def _merged(spans: Iterable[Interval]) -> list[Interval]:
@@ -108,11 +112,15 @@ class _Claimed:
         self.longest = 0  # the longest span among the narrow ones
         self.wide: list[Box] = []
 
-    def overlapping(self, b: Box) -> list[Box]:
+    def overlapping(self, b: Box) -> Iterator[Box]:
+        """The claimed boxes `b` meets, the wide ones first: a box that one of them
+        covers whole (a rule that repeats an earlier one) is done with at once,
+        without a walk through every narrow box along its span."""
         lo, hi = b[self.axis]
         first = bisect.bisect_left(self.starts, lo - self.longest)
         last = bisect.bisect_right(self.starts, hi)
-        return [c for c in itertools.chain(self.boxes[first:last], self.wide) if _meets(b, c)]
+        narrow = (self.boxes[i] for i in range(first, last))  # no copy of the slice
+        return (c for c in itertools.chain(self.wide, narrow) if _meets(b, c))
 
     def add(self, b: Box) -> None:
         lo, hi = b[self.axis]
@@ -135,6 +143,8 @@ def _pieces(claimed: _Claimed, boxes: Sequence[Box], limit: int) -> list[Box] | 
                       (_minus(piece, taken) if _meets(piece, taken) else [piece])]
             if len(out) + len(pieces) > limit:
                 return None
+            if not pieces:
+                break
         out += pieces
     return out
 
@@ -147,7 +157,13 @@ def _protocols(iv: Interval) -> tuple[bool, bool]:
 
 @dataclass(frozen=True)
 class RuleMap:
-    """One verdict map of a compiled run of rules: its name, key, type and elements."""
+    """One verdict map of a compiled run of rules: its name, key, type and elements.
+
+    A map of more than `BUCKET` elements is split along one field of its key:
+    `index` maps spans of that field to `buckets`, each a small map (and a chain
+    of the same name) holding the pieces within its span. Its own `elements` are
+    then the pieces too wide for a bucket. Pieces are disjoint, so the order of
+    the lookups does not matter."""
 
     name: str
     key: str
@@ -155,6 +171,42 @@ class RuleMap:
     elements: tuple[str, ...]
     family: str  # "ipv4" or "ipv6": the nfproto it is looked up for
     ported: bool  # looked up for the port protocols only (its key has their ports)
+    index: RuleMap | None = None
+    buckets: tuple[RuleMap, ...] = ()
+
+    @property
+    def after(self) -> str:
+        """The chain a bucketed map's lookups continue in when they miss."""
+        return f"{self.name}_next"
+
+
+Piece = tuple[Box, str]  # a disjoint box and the chain its connections go to
+
+
+def _buckets(pieces: Sequence[Piece], axis: int, whole: Interval, size: int
+             ) -> tuple[list[Piece], list[tuple[Interval, list[Piece]]]]:
+    """`pieces` split along `axis` into consecutive spans of about `size` pieces,
+    which cover the `whole` axis: a piece that crosses one boundary is cut in two;
+    one that crosses more stays in the first list (the wide ones)."""
+    axis_lo, axis_hi = whole
+    starts = sorted(box[axis][0] for box, _ in pieces)
+    bounds = sorted({axis_lo, *starts[size::size]})
+    wide: list[Piece] = []
+    held: list[list[Piece]] = [[] for _ in bounds]
+    for box, target in pieces:
+        lo, hi = box[axis]
+        first = bisect.bisect_right(bounds, lo) - 1
+        last = bisect.bisect_right(bounds, hi) - 1
+        if last - first > 1:
+            wide.append((box, target))
+            continue
+        for k in range(first, last + 1):
+            end = bounds[k + 1] - 1 if k + 1 < len(bounds) else axis_hi
+            cut = (max(lo, bounds[k]), min(hi, end))
+            held[k].append(((*box[:axis], cut, *box[axis + 1:]), target))
+    spans = [(b, bounds[k + 1] - 1 if k + 1 < len(bounds) else axis_hi)
+             for k, b in enumerate(bounds)]
+    return wide, [(span, h) for span, h in zip(spans, held, strict=True) if h]
 
 
 class _Run:
@@ -163,7 +215,7 @@ class _Run:
     def __init__(self, family: int, axis: int) -> None:
         self.family = family
         self.claimed = _Claimed(axis, ANY[family][axis][1])
-        self.pieces: list[tuple[Box, str]] = []
+        self.pieces: list[Piece] = []
 
     def cut(self, boxes: Sequence[Box], limit: int) -> list[Box] | None:
         """A rule's boxes minus the run's so far; None when they would be too many."""
@@ -174,43 +226,59 @@ class _Run:
             self.claimed.add(piece)
             self.pieces.append((piece, target))
 
-    def maps(self, index: int) -> list[RuleMap]:
+    def maps(self, index: int, bucket: int) -> list[RuleMap]:
         """The run's maps: one keyed with ports for the port protocols, one without
         for the rest. Addresses are in the key only when some rule of the run has
-        them: the shorter the key, the cheaper the lookup."""
+        them: the shorter the key, the cheaper the lookup. A map of more than
+        `bucket` elements is split into buckets of about that many."""
         fam = self.family
         ip, addr_type, parse = ADDRESS[fam]
         anything = ANY[fam]
         addressed = any(b[1] != anything[1] or b[2] != anything[2] for b, _ in self.pieces)
+        fields = {1: (f"{ip} saddr", addr_type), 2: (f"{ip} daddr", addr_type),
+                  3: ("th sport", "inet_service"), 4: ("th dport", "inet_service")}
+
+        written: dict[tuple[Interval, bool], str] = {}  # the same spans recur a lot
 
         def span(iv: Interval, address: bool = False) -> str:
-            text = (lambda v: str(parse(v))) if address else str
-            return text(iv[0]) if iv[0] == iv[1] else f"{text(iv[0])}-{text(iv[1])}"
+            if (iv, address) not in written:
+                text = (lambda v: str(parse(v))) if address else str
+                written[iv, address] = text(iv[0]) if iv[0] == iv[1] else \
+                    f"{text(iv[0])}-{text(iv[1])}"
+            return written[iv, address]
+
+        def make(name: str, dims: list[int], pieces: Sequence[Piece], ported: bool) -> RuleMap:
+            def element(box: Box, target: str) -> str:
+                return " . ".join([span(box[0]), *(span(box[d], d in (1, 2)) for d in dims)]) \
+                    + f" : goto {target}"
+            key = " . ".join(["meta l4proto", *(fields[d][0] for d in dims)])
+            typ = " . ".join(["inet_proto", *(fields[d][1] for d in dims)])
+            if len(pieces) <= bucket or not dims:
+                return RuleMap(name, key, typ, tuple(element(*p) for p in pieces),
+                               f"ipv{fam}", ported)
+            axis = max(dims, key=lambda d: len({box[d] for box, _ in pieces}))
+            wide, held = _buckets(pieces, axis, anything[axis], bucket)
+            buckets = tuple(RuleMap(f"{name}_{k}", key, typ, tuple(element(*p) for p in ps),
+                                    f"ipv{fam}", ported) for k, (_, ps) in enumerate(held))
+            lookup = RuleMap(f"{name}_idx", fields[axis][0], fields[axis][1],
+                             tuple(f"{span(iv, axis in (1, 2))} : goto {b.name}"
+                                   for (iv, _), b in zip(held, buckets, strict=True)),
+                             f"ipv{fam}", ported)
+            return RuleMap(name, key, typ, tuple(element(*p) for p in wide), f"ipv{fam}",
+                           ported, lookup, buckets)
 
         # A piece keeps its protocol span whole in each map it belongs to (the lookup
         # is guarded by protocol): one element, not one per port protocol and per
         # span between them. Fewer elements load faster: the kernel's concatenated
         # interval sets insert in quadratic time.
-        ported: list[str] = []
-        other: list[str] = []
-        for box, target in self.pieces:
-            with_ports, without = _protocols(box[0])
-            addrs = [span(box[1], True), span(box[2], True)] if addressed else []
-            if with_ports:
-                ported.append(" . ".join([span(box[0]), *addrs, span(box[3]), span(box[4])])
-                              + f" : goto {target}")
-            if without:
-                other.append(" . ".join([span(box[0]), *addrs]) + f" : goto {target}")
-        key = ["meta l4proto", *([f"{ip} saddr", f"{ip} daddr"] if addressed else [])]
-        typ = ["inet_proto", *([addr_type, addr_type] if addressed else [])]
-        ports_key, ports_type = ["th sport", "th dport"], ["inet_service", "inet_service"]
+        ported = [p for p in self.pieces if _protocols(p[0][0])[0]]
+        other = [p for p in self.pieces if _protocols(p[0][0])[1]]
+        addrs = [1, 2] if addressed else []
         out = []
         if ported:
-            out.append(RuleMap(f"rules{fam}p_{index}", " . ".join(key + ports_key),
-                               " . ".join(typ + ports_type), tuple(ported), f"ipv{fam}", True))
+            out.append(make(f"rules{fam}p_{index}", [*addrs, 3, 4], ported, True))
         if other:
-            out.append(RuleMap(f"rules{fam}o_{index}", " . ".join(key), " . ".join(typ),
-                               tuple(other), f"ipv{fam}", False))
+            out.append(make(f"rules{fam}o_{index}", addrs, other, False))
         return out
 
 
@@ -223,7 +291,7 @@ class Classify:
 
 
 def compile_rules(rules: Sequence[tuple[Rule, str]], ipv6: bool,
-                  limit: int = BOX_LIMIT) -> Classify:
+                  limit: int = BOX_LIMIT, bucket: int = BUCKET) -> Classify:
     """`rules`: each [[rule]] with the chain its connections go to, in config order.
     A rule that names interfaces, or whose conditions cut into more than `limit`
     boxes (long address lists times port lists), stays a single nft rule there."""
@@ -236,7 +304,7 @@ def compile_rules(rules: Sequence[tuple[Rule, str]], ipv6: bool,
     runs: dict[int, _Run] = {}
 
     def close() -> None:
-        made = [m for f in families if f in runs for m in runs[f].maps(len(steps))]
+        made = [m for f in families if f in runs for m in runs[f].maps(len(steps), bucket)]
         steps.extend(made)
         runs.update({f: _Run(f, axis) for f in families})
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nmbalance.core.rulemap import Classify, RuleMap
@@ -296,9 +296,12 @@ def _table_body(spec: TableSpec) -> str:
             if g.kind == "fastest" and g.race:
                 add(f"  set {asked_set(g.ident, family)} {{ typeof {_sticky_key(g, family)}; "
                     f"flags dynamic,timeout; timeout {ASKED_TIMEOUT}s; size 65536; }}")
-    for m in (step for step in spec.rules.steps if isinstance(step, RuleMap)):
+    for m in _rule_maps(spec):
         add(f"  map {m.name} {{ type {m.type} : verdict; flags interval; "
             f"elements = {{ {', '.join(m.elements)} }} }}")
+    for m in (step for step in spec.rules.steps if isinstance(step, RuleMap)):
+        for b in m.buckets:
+            add(f"  chain {b.name} {{ {b.key} vmap @{b.name}; goto {m.after}; }}")
     for up in spec.uplinks:
         # Every new connection an uplink takes passes its up_ chain once: counted
         # there, for the share measured and the metrics (established ones never do).
@@ -325,7 +328,15 @@ def _table_body(spec: TableSpec) -> str:
             # A port key reads ports only where the packet has them.
             guard = "meta l4proto { tcp, udp, sctp }" if step.ported else \
                 "meta l4proto != { tcp, udp, sctp }"
-            add(f"    meta nfproto {step.family} {guard} {step.key} vmap @{step.name}")
+            if step.elements:
+                add(f"    meta nfproto {step.family} {guard} {step.key} vmap @{step.name}")
+            if step.index:
+                # Its buckets continue, when they miss, where this chain would have.
+                add(f"    meta nfproto {step.family} {guard} {step.index.key} "
+                    f"vmap @{step.index.name}")
+                add(f"    goto {step.after}")
+                add("  }")
+                add(f"  chain {step.after} {{")
         else:
             add(f"    {step[0]} goto {step[1]}")
     add("    goto pick_default")
@@ -396,6 +407,16 @@ def _table_body(spec: TableSpec) -> str:
                 "  }"]
     add("}")
     return "\n".join(out) + "\n"
+
+
+def _rule_maps(spec: TableSpec) -> Iterator[RuleMap]:
+    """Every map the compiled [[rule]]s look up: buckets and their index included."""
+    for m in (step for step in spec.rules.steps if isinstance(step, RuleMap)):
+        if m.elements:
+            yield m
+        if m.index:
+            yield m.index
+            yield from m.buckets
 
 
 def _group_chains(g: Group, learn_group: int, ipv6: bool = False) -> list[str]:

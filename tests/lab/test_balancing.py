@@ -97,6 +97,37 @@ uplinks = ["ISP1"]
     assert set(others) <= {2, 3} and sum(others.values()) == 200
 
 
+def test_a_thousand_rules_steer_through_bucketed_maps(
+    router: Lab, write_config: WriteConfig
+) -> None:
+    """Past 128 pieces a rule map is split into buckets by source address; a
+    connection found in a bucket goes to its rule's uplink, one that misses there
+    goes on to the rules after the map, and one that meets none is balanced."""
+    first, second, by_port, plain = _sources(router, 4)
+
+    def rule(name: str, uplink: str, cond: str) -> str:
+        return f'[[rule]]\nname = "{name}"\nmethod = "enforced"\nuplinks = ["{uplink}"]\n{cond}\n'
+
+    filler = [rule(f"f{i}", "ISP3", f'src = ["10.{200 + i // 250}.{i % 250}.1/32"]')
+              for i in range(1000)]
+    config = write_config(THREE_ISPS.format(mode="weighted") + "".join([
+        *filler[:500], rule("first", "ISP1", f'src = ["{first}/32"]'),
+        *filler[500:], rule("second", "ISP2", f'src = ["{second}/32"]'),
+        rule("web", "ISP1", f'src = ["{by_port}/32"]\nproto = "udp"'),
+        rule("others", "ISP3", f'src = ["{by_port}/32"]\niif = ["lan0"]'),
+    ]))
+    apply(router, config)
+    listing = json.loads(router.sh(router.rtr, "nft", "-j", "list", "chains", "inet").stdout)
+    chains = {c["chain"]["name"] for c in listing["nftables"] if "chain" in c}
+    assert {"rules4p_0_0", "rules4p_0_7", "rules4p_0_next"} <= chains, sorted(chains)
+    assert router.connections(50, bind=first) == {1: 50}
+    assert router.connections(50, bind=second) == {2: 50}
+    # TCP from by_port misses its udp rule in the map, and meets the iif rule after it.
+    assert router.connections(50, bind=by_port) == {3: 50}
+    spread = router.connections(300, bind=plain)
+    assert set(spread) == {1, 2, 3}, spread
+
+
 def test_host_originated_connections_are_balanced(router: Lab, write_config: WriteConfig) -> None:
     apply(router, write_config(THREE_ISPS.format(mode="weighted")))
     tally = router.connections(600, ns=router.rtr)

@@ -98,6 +98,18 @@ def _key(m: RuleMap, c: Connection) -> list[int]:
     return out
 
 
+def _lookup(m: RuleMap, key: list[int], addressed: list[bool]) -> str | None:
+    """The target of the one element of `m` that holds `key`, if any."""
+    hits = []
+    for element in m.elements:
+        parts, _, target = element.partition(" : goto ")
+        spans = [_span(p, a) for p, a in zip(parts.split(" . "), addressed, strict=True)]
+        if all(lo <= k <= hi for k, (lo, hi) in zip(key, spans, strict=True)):
+            hits.append(target)
+    assert len(hits) <= 1, f"overlapping elements in {m.name}: {hits}"
+    return hits[0] if hits else None
+
+
 def _verdict(classify: Classify, rules: dict[str, Rule], c: Connection) -> str:
     """What the compiled classify chain does with `c`, read as the kernel would."""
     fits = {"tcp", "udp", "sctp"}
@@ -108,17 +120,17 @@ def _verdict(classify: Classify, rules: dict[str, Rule], c: Connection) -> str:
             if ("th sport" in step.key) != (c.proto in fits):
                 continue  # a port key only for port protocols: the other map has the rest
             key = _key(step, c)
-            addressed = "saddr" in step.key
-            hits = []
-            for element in step.elements:
-                parts, _, target = element.partition(" : goto ")
-                spans = [_span(p, addressed and i in (1, 2))
-                         for i, p in enumerate(parts.split(" . "))]
-                if all(lo <= k <= hi for k, (lo, hi) in zip(key, spans, strict=True)):
-                    hits.append(target)
-            assert len(hits) <= 1, f"overlapping elements in {step.name}: {hits}"
-            if hits:
-                return hits[0]
+            addressed = [i in (1, 2) and "saddr" in step.key for i in range(len(key))]
+            hit = _lookup(step, key, addressed)
+            if step.index:  # the bucket for the key's value of the index's field
+                field = step.key.split(" . ").index(step.index.key)
+                bucket = _lookup(step.index, [key[field]], [addressed[field]])
+                inner = next((b for b in step.buckets if b.name == bucket), None)
+                found = _lookup(inner, key, addressed) if inner else None
+                assert hit is None or found is None, f"{c} in {step.name} twice"
+                hit = hit or found
+            if hit:
+                return hit
         else:
             match, target = step
             rule = rules[target]
@@ -146,8 +158,10 @@ def test_first_match_wins(specs: list[tuple], connections: list[Connection], iif
     rules = [r for r in made if r is not None]
     targets = [(r, f"pick_{i}") for i, r in enumerate(rules)]
     by_target = dict((t, r) for r, t in targets)
-    for limit in (4096, 3):  # 3: rules that cut into many boxes stay single rules
-        classify = compile_rules(targets, ipv6=True, limit=limit)
+    # limit 3: rules that cut into many boxes stay single rules; bucket 2: maps are
+    # split into buckets of about two elements.
+    for limit, bucket in ((4096, 128), (3, 128), (4096, 2)):
+        classify = compile_rules(targets, ipv6=True, limit=limit, bucket=bucket)
         for c in connections:
             assert _verdict(classify, by_target, c) == _expected(rules, c), c
 
@@ -172,12 +186,38 @@ def test_interfaces_and_long_lists_stay_rules_in_place() -> None:
     assert kinds == ["rules4p_0", "pick_lan", "pick_many", "rules4p_3"]
 
 
-def test_a_thousand_rules_are_one_map() -> None:
+def test_a_thousand_rules_are_one_lookup_into_buckets_of_128() -> None:
     rules = [(_made(i, [], [f"10.{i // 256}.{i % 256}.0/24"], "tcp", [], [(443, 443)], False),
               f"pick_{i % 3}") for i in range(1000)]
     steps = compile_rules(rules, ipv6=False).steps
     assert len(steps) == 1 and isinstance(steps[0], RuleMap)
-    assert len(steps[0].elements) == 1000
+    m = steps[0]
+    assert m.index is not None and m.index.key == "ip daddr" and not m.elements
+    assert [len(b.elements) for b in m.buckets] == [128] * 7 + [104]
+    assert m.index.elements[0] == "0.0.0.0-10.0.127.255 : goto rules4p_0_0"
+    assert m.index.elements[-1] == "10.3.128.0-255.255.255.255 : goto rules4p_0_7"
+
+
+def test_a_piece_across_bucket_boundaries_is_cut_or_kept_wide() -> None:
+    ssh = _made(0, [], ["10.0.0.0/23"], "tcp", [], [(22, 22)], False)
+    web = _made(1, [], ["10.0.0.0/16"], "tcp", [], [(80, 80)], False)
+    tls = [_made(2 + i, [], [f"10.0.{i}.0/24"], "tcp", [], [(443, 443)], False)
+           for i in range(6)]
+    rules = [(r, f"pick_{r.name}") for r in [ssh, web, *tls]]
+    (m,) = compile_rules(rules, ipv6=False, bucket=3).steps
+    assert isinstance(m, RuleMap) and m.index is not None
+    # Boundaries at every third start along ip daddr: 10.0.1.0 and 10.0.4.0.
+    assert [e.split(" : ")[0] for e in m.index.elements] == [
+        "0.0.0.0-10.0.0.255", "10.0.1.0-10.0.3.255", "10.0.4.0-255.255.255.255"]
+    anyone = "0.0.0.0-255.255.255.255"
+    # Web crosses both: it stays whole, in the map looked up beside the index.
+    assert m.elements == (f"6 . {anyone} . 10.0.0.0-10.0.255.255 . 0-65535 . 80 : goto pick_r1",)
+    # Ssh crosses one: each bucket holds its part.
+    assert f"6 . {anyone} . 10.0.0.0-10.0.0.255 . 0-65535 . 22 : goto pick_r0" \
+        in m.buckets[0].elements
+    assert f"6 . {anyone} . 10.0.1.0-10.0.1.255 . 0-65535 . 22 : goto pick_r0" \
+        in m.buckets[1].elements
+    assert [len(b.elements) for b in m.buckets] == [2, 4, 2]
 
 
 def test_each_family_has_its_own_maps_and_keys() -> None:
