@@ -314,7 +314,7 @@ def flush(ipr: IPRoute, table_name: str, route_protocol: int
           ) -> tuple[bool, routing.RoutingChanges]:
     """Remove everything we installed: our table (only if it is ours), our routes, our rules."""
     table = NftTable(table_name)
-    state = table.read()
+    state = table.read_owner()
     foreign = state is not None and state.digest is None
     # The table first, so nothing is marked for routes about to go.
     removed = table.delete() if not foreign else False
