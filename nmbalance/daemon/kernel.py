@@ -86,7 +86,7 @@ class LocalKernel:
         if self._applier is None:
             # strict_check: the kernel filters route dumps by protocol for us.
             self._ipr = IPRoute(strict_check=True)
-            self._applier = Applier(self._ipr)
+            self._applier = Applier(self._ipr, flush_in_background=True)
         return self._applier
 
     async def snapshot(self, config: Config, interfaces: Mapping[str, str]) -> Facts:

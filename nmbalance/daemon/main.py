@@ -17,6 +17,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from nmbalance.aio import wait_event
@@ -340,6 +341,10 @@ class Daemon:
         gone += [f"{u.name} IPv6" for u in plan.uplinks if u.mark in report.conntrack_flushed6]
         dropped = (f"; conntrack entries of {', '.join(gone)} dropped in "
                    f"{report.conntrack_ms:.1f} ms" if gone else "")
+        if gone and report.conntrack_done is not None:
+            dropped = f"; dropping conntrack entries of {', '.join(gone)}"
+            report.conntrack_done.add_done_callback(
+                lambda done: _say_dropped(", ".join(gone), done))
         shares_only = _shares_only(previous, plan)
         if quiet:
             pass  # the reconciler says what it repaired
@@ -604,6 +609,15 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+
+def _say_dropped(names: str, done: Future[float]) -> None:
+    """The log line of drops done in the background (from their thread)."""
+    error = done.exception()
+    if error is not None:
+        log.warning("conntrack entries of %s not dropped: %s", names, error)
+    else:
+        log.info("conntrack entries of %s dropped in %.1f ms", names, done.result())
 
 
 def _changed(report: ApplyReport) -> str:

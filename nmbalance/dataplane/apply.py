@@ -20,6 +20,7 @@ import logging
 import socket
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -72,6 +73,8 @@ class ApplyReport:
     kernel_ms: float = 0.0
     conntrack_ms: float = 0.0
     conntrack_flushed6: frozenset[int] = frozenset()  # ... of IPv6 flows
+    # With the drops in the background: done when they are, with what they took (ms).
+    conntrack_done: Future[float] | None = None
 
 
 def _blocks(text: str) -> dict[str, str]:
@@ -119,9 +122,12 @@ class Applier:
     protocol in the kernel)."""
 
     def __init__(self, ipr: IPRoute, flush_conntrack: bool = True,
-                 sysctls: Sysctls | None = None) -> None:
+                 sysctls: Sysctls | None = None, flush_in_background: bool = False) -> None:
         self.ipr = ipr
         self.flush_conntrack = flush_conntrack
+        # The daemon's: an apply returns once new connections follow the plan, and
+        # the dead uplinks' entries go in a thread of their own (ApplyReport.conntrack_done).
+        self.flush_in_background = flush_in_background
         self.sysctls = sysctls or Sysctls()
         self._warned: set[str] = set()  # reverse-path warnings given, by device
         self._digest: str | None = None
@@ -150,6 +156,9 @@ class Applier:
         # With the administrator's snippets in it, what the nft step will run is checked
         # (a dry run) before anything changes: a snippet the kernel refuses leaves routes
         # and rules as they were. Our own table needs no such check: it is all or nothing.
+        # The drops of the last apply end before this one can bring their uplink
+        # back: none may hit a connection this apply lets start.
+        self._conntrack.wait()
         mode, text, before_live = self._nft_step(plan)
         if mode == "full" and plan.nft.spec.snippets and (
                 error := self.table(plan.nft.table).check(text)) is not None:
@@ -176,9 +185,16 @@ class Applier:
                  else plan.dead_marks6 & before_live)
         dropped: frozenset[int] = frozenset()
         dropped6: frozenset[int] = frozenset()
-        if self.flush_conntrack:
-            dropped = self._conntrack.drop_marked(left, plan.mark_mask)
-            dropped6 = self._conntrack.drop_marked(left6, plan.mark_mask, socket.AF_INET6)
+        done: Future[float] | None = None
+        if self.flush_conntrack and (left or left6):
+            dropped, dropped6 = left, left6
+            drops = [(left, plan.mark_mask, socket.AF_INET),
+                     (left6, plan.mark_mask, socket.AF_INET6)]
+            if self.flush_in_background:
+                done = self._conntrack.drop_later(drops)
+            else:
+                for marks, mask, family in drops:
+                    self._conntrack.drop_marked(marks, mask, family)
         cleaned = time.perf_counter()
         broken = routing.brk(self.ipr, d, proto)
         if broken.failed:
@@ -191,7 +207,7 @@ class Applier:
         if plan.radvd is not None:
             self._radvd.publish(plan.radvd)
         return ApplyReport(mode, made + broken, dropped, left | left6, (placed - started) * 1000,
-                           (cleaned - placed) * 1000, dropped6)
+                           (cleaned - placed) * 1000, dropped6, done)
 
     def _router_sysctls(self, plan: Plan) -> None:
         """Forwarding on where the plan needs it; a word on rp_filter settings that

@@ -14,7 +14,9 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -52,12 +54,43 @@ def ack_error(data: bytes, sequence: int) -> int | None:
     return None
 
 
+# What to drop: the marks, the mask they are within, and the address family.
+Drop = tuple[frozenset[int], int, int]
+
+
 class ConntrackCleaner:
     """Deletes entries by ct mark. Keeps its netlink socket open between calls."""
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
         self._sequence = 0
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: Future[float] | None = None
+
+    def drop_later(self, drops: Sequence[Drop]) -> Future[float]:
+        """`drops` done in a thread of their own, after the ones asked for before;
+        the future holds the milliseconds they took, or drop_marked's OSError. The
+        kernel walks its whole conntrack table for each mark (about 2 ms with
+        262,144 buckets, however few entries go), so a caller that has already put
+        new connections elsewhere need not wait for it."""
+        self.wait()
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conntrack")
+
+        def run() -> float:
+            start = time.perf_counter()
+            for marks, mask, family in drops:
+                self.drop_marked(marks, mask, family)
+            return (time.perf_counter() - start) * 1000
+
+        self._pending = self._worker.submit(run)
+        return self._pending
+
+    def wait(self) -> None:
+        """Until the drops asked for last are done (their outcome is their future's)."""
+        if self._pending is not None:
+            self._pending.exception()  # waits; raises nothing
+            self._pending = None
 
     def _socket(self) -> socket.socket:
         if self._sock is None:
@@ -87,6 +120,10 @@ class ConntrackCleaner:
         return wanted
 
     def close(self) -> None:
+        self.wait()
+        if self._worker is not None:
+            self._worker.shutdown()
+            self._worker = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None

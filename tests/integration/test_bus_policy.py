@@ -107,7 +107,8 @@ def test_the_netdev_group_and_root_may_steer(served: tuple[Lab, Bus, DaemonProce
     # Left out and then down: now its flows go (they have nowhere to go).
     mark = daemon.mark()
     lab.carrier(2, False)
-    daemon.wait_for(r"applied .*ISP2 down.*conntrack entries of ISP2 dropped", after=mark)
+    daemon.wait_for(r"applied .*ISP2 down.*dropping conntrack entries of ISP2", after=mark)
+    daemon.wait_for(r"conntrack entries of ISP2 dropped in", after=mark)
     assert lab.sh(lab.rtr, "conntrack", "-L", "--mark", f"{0x200}/{0xff00}").stdout == ""
     lab.carrier(2, True)
     daemon.wait_for(r"ISP2 up", after=mark, timeout=20)
