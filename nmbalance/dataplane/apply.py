@@ -240,7 +240,8 @@ class Applier:
             if not changed:
                 return "", "", self._live
             return "contents", changed, self._live
-        before = table.read_brief()
+        # The old table's sets only when the new one has sticky entries to take over.
+        before = table.read_brief(sticky=bool(plan.nft.sticky_sets))
         if before is not None and before.digest is None:
             raise ApplyError(foreign_table(plan.nft.table))
         before_live = before.live if before is not None else frozenset()
@@ -255,9 +256,10 @@ class Applier:
         table = self.table(plan.nft.table)
         table.run(text)
         # The transaction went through whole or not at all: read back only what it
-        # changed that someone else could have changed since (the table's structure,
-        # by its digest; the live uplinks).
-        known = mode == "contents" and self._digest == plan.nft.digest
+        # changed that someone else could have changed since. A full one made the
+        # table, digest chain and all, a moment ago; a contents one onto a table
+        # not known to be this plan's checks its digest. The live set, always.
+        known = mode == "full" or self._digest == plan.nft.digest
         if not known and digest_of(table.chain_names() or frozenset()) != plan.nft.digest:
             self._digest = None
             raise ApplyError("the nft table differs from the plan after apply")

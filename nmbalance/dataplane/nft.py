@@ -175,11 +175,17 @@ class NftTable:
         state.digest = digest_of(state.chains)
         return state
 
-    def read_brief(self) -> TableState | None:
+    def read_brief(self, sticky: bool = True) -> TableState | None:
         """What an apply needs before a whole-table replace, at a fraction of read()'s
-        cost: the digest and chain names (no rules) and the sets with their elements
-        (live, sticky); no maps, rules or counters, whose JSON is most of a listing.
-        None when there is no such table."""
+        cost: the digest and chain names (no rules), the live set, and with `sticky`
+        every set with its elements (the sticky entries to carry over); no maps,
+        rules or counters, whose JSON is most of a listing. None when there is no
+        such table."""
+        if not sticky:
+            state = self.read_owner()
+            if state is not None:
+                state.live = self.read_live() or frozenset()
+            return state
         sets = self._list(f"sets table {self.family} {self.name}")
         if sets is None:
             return None
