@@ -4,7 +4,8 @@ Run as root: builds its own namespace with N veth uplinks, times
   - decide(): config + facts -> Plan
   - apply, contents only (an uplink goes down and comes back: maps change)
   - apply, shares only (what the measured methods retune: one weight map)
-  - apply, whole table replaced (the structure changes)
+  - apply, the structure changed (weighted <-> persistence), in place
+  - apply, the same, by a whole-table replace (what a fresh applier does)
 and, as the baseline measured in the same run, the same plan applied the way
 a shell script does it: `nft -f` plus one `ip` command per route and rule.
 """
@@ -82,7 +83,13 @@ def inside(n: int) -> None:
     applier.flush_conntrack = False
     no_ct_ms = median_ms(lambda: flip(plans))  # type: ignore[arg-type]
     applier.flush_conntrack = True
-    full_ms = median_ms(lambda: flip(full))  # type: ignore[arg-type]
+    in_place_ms = median_ms(lambda: flip(full))  # type: ignore[arg-type]
+
+    def flip_whole(pair: list[object]) -> None:
+        applier.replace_next()
+        flip(pair)
+
+    full_ms = median_ms(lambda: flip_whole(full))  # type: ignore[arg-type]
 
     def flip_oneshot(pair: list[object]) -> None:
         """What `nmbalance apply` does: a fresh socket and applier, everything read back."""
@@ -121,6 +128,7 @@ def inside(n: int) -> None:
     print(f"{n:>3} uplinks: decide {decide_ms:5.2f} ms | daemon apply: health change "
           f"{contents_ms:5.2f} ms ({no_ct_ms:4.2f} without conntrack flush), shares retuned "
           f"{retune_ms:4.2f} ms, "
+          f"structure changed in place {in_place_ms:6.2f} ms, "
           f"table replaced {full_ms:6.2f} ms | one-shot apply "
           f"{oneshot_ms:6.2f} ms | shell baseline {shell_ms:7.1f} ms ({len(commands)} commands)"
           f" | table replaced / shell = {full_ms / shell_ms:.3f}")

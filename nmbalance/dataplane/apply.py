@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -27,6 +27,7 @@ from pyroute2 import IPRoute
 
 from nmbalance.core.numbering import Layout, ids_in_kernel
 from nmbalance.core.plan import Plan
+from nmbalance.core.restructure import Restructure, changed_blocks, restructure
 from nmbalance.core.ruleset import sticky_sets, sticky_timeouts
 from nmbalance.dataplane import conntrack, routing
 from nmbalance.dataplane.nft import NftTable, TableState, digest_of, planned_names
@@ -64,7 +65,7 @@ def refused_uplinks(plan: Plan, exc: RoutesRefused) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ApplyReport:
-    nft_mode: str  # "full", "contents" or "" (unchanged)
+    nft_mode: str  # "full", "in place", "contents" or "" (unchanged)
     routing: routing.RoutingChanges
     conntrack_flushed: frozenset[int]  # marks whose entries were dropped
     left_rotation: frozenset[int]
@@ -77,25 +78,14 @@ class ApplyReport:
     conntrack_done: Future[float] | None = None
 
 
-def _blocks(text: str) -> dict[str, str]:
-    """A contents transaction by set: each `flush ...` line with the lines that fill it."""
-    out: dict[str, str] = {}
-    key = ""
-    for line in text.splitlines(keepends=True):
-        if line.startswith("flush "):
-            key = line
-        out[key] = out.get(key, "") + line
-    return out
+# A change of structure done in place (core.restructure), not by a whole-table replace.
+IN_PLACE = "in place"
 
 
-def changed_blocks(before: str, after: str) -> str:
-    """The part of contents `after` that differs from `before`, set by set."""
-    old = _blocks(before)
-    return "".join(block for key, block in _blocks(after).items() if old.get(key) != block)
-
-
-def restore_sticky(before: TableState | None, plan: Plan) -> str:
-    """Re-add learned sticky entries after a whole-table replace, same transaction."""
+def restore_sticky(before: TableState | None, plan: Plan,
+                   only: Collection[str] | None = None) -> str:
+    """Re-add learned sticky entries after a whole-table replace, same transaction;
+    `only`: of these sets (the ones made again in place)."""
     if before is None:
         return ""
     live = {u.ident for u in plan.uplinks if u.status.usable}
@@ -104,6 +94,8 @@ def restore_sticky(before: TableState | None, plan: Plan) -> str:
     timeouts = sticky_timeouts(plan.nft.spec)
     out = []
     for name, entries in before.sticky.items():
+        if only is not None and name not in only:
+            continue
         owner = plan.nft.sticky_sets.get(name)
         if owner is None or owner not in (live6 if name in sets6 else live) or not entries:
             continue
@@ -136,6 +128,7 @@ class Applier:
         self._full_next = False
         self._swept: str | None = None  # the table name old tables of ours were swept for
         self._contents = ""
+        self._structure: str | None = None  # the structure of our last apply, without snippets
         self._dead: frozenset[int] | None = None  # marks of uplinks dead at the last apply
         self._dead6: frozenset[int] | None = None  # ... and of those whose IPv6 was
         # Held open: a new libnftables context refills its cache on first use,
@@ -174,7 +167,7 @@ class Applier:
             for table, why in made.failed:
                 refused.setdefault(table, why)
             raise RoutesRefused(refused)
-        self._commit_nft(plan, mode, text)
+        mode = self._commit_nft(plan, mode, text)
         self._router_sysctls(plan)
         placed = time.perf_counter()
         # Flows of uplinks that died since the last apply; without that memory (a
@@ -231,7 +224,7 @@ class Applier:
         self._warned |= devices
 
     def _nft_step(self, plan: Plan) -> tuple[str, str, frozenset[int]]:
-        """("full" | "contents" | "", the transaction, the live set before it)."""
+        """("full" | IN_PLACE | "contents" | "", the transaction, the live set before it)."""
         table = self.table(plan.nft.table)
         if not self._full_next and self._digest == plan.nft.digest and self._live is not None:
             # Only the sets and maps that changed: a retune of the measured methods
@@ -240,26 +233,57 @@ class Applier:
             if not changed:
                 return "", "", self._live
             return "contents", changed, self._live
-        # The old table's sets only when the new one has sticky entries to take over.
-        before = table.read_brief(sticky=bool(plan.nft.sticky_sets))
+        before = table.read_brief(sticky=False)
         if before is not None and before.digest is None:
             raise ApplyError(foreign_table(plan.nft.table))
         before_live = before.live if before is not None else frozenset()
         if not self._full_next and before is not None and before.digest == plan.nft.digest:
             return "contents", plan.nft.contents_text, before_live
-        return "full", plan.nft.full_transaction() + restore_sticky(before, plan), before_live
+        update = self._in_place(plan, before)
+        if update is not None:
+            # Sets made again lose their entries: the sticky ones are carried over.
+            again = {name for kind, name in update.changed
+                     if kind == "set" and name in plan.nft.sticky_sets}
+            if again:
+                before = table.read_brief()
+            return IN_PLACE, update.text + restore_sticky(before, plan, again), before_live
+        return "full", self._full_transaction(plan), before_live
 
-    def _commit_nft(self, plan: Plan, mode: str, text: str) -> None:
-        """Run the nft step as one transaction and read back what it must have done."""
+    def _full_transaction(self, plan: Plan) -> str:
+        # The old table's sets only when the new one has sticky entries to take over.
+        before = self.table(plan.nft.table).read_brief() if plan.nft.sticky_sets else None
+        return plan.nft.full_transaction() + restore_sticky(before, plan)
+
+    def _in_place(self, plan: Plan, before: TableState | None) -> Restructure | None:
+        """The change of structure done in place, when the kernel holds the structure
+        this applier made last (no snippets in it, the administrator's own text)."""
+        if (self._full_next or before is None or self._structure is None
+                or before.digest != self._digest or plan.nft.snippets_text):
+            return None
+        return restructure(plan.nft.table, (self._structure, self._contents),
+                           (plan.nft.structure, plan.nft.contents_text))
+
+    def _commit_nft(self, plan: Plan, mode: str, text: str) -> str:
+        """Run the nft step as one transaction and read back what it must have done;
+        the mode it ran in (an in-place change the kernel refuses is done in full)."""
         if not mode:
-            return
+            return mode
         table = self.table(plan.nft.table)
-        table.run(text)
+        try:
+            table.run(text)
+        except ApplyError as exc:
+            if mode != IN_PLACE:
+                raise
+            # Nothing changed (all or nothing): the whole table, then.
+            log.info("the change of structure in place was refused (%s); replacing the "
+                     "whole table", exc)
+            mode = "full"
+            table.run(self._full_transaction(plan))
         # The transaction went through whole or not at all: read back only what it
-        # changed that someone else could have changed since. A full one made the
-        # table, digest chain and all, a moment ago; a contents one onto a table
-        # not known to be this plan's checks its digest. The live set, always.
-        known = mode == "full" or self._digest == plan.nft.digest
+        # changed that someone else could have changed since. A full or in-place one
+        # made the digest chain a moment ago; a contents one onto a table not known
+        # to be this plan's checks its digest. The live set, always.
+        known = mode in ("full", IN_PLACE) or self._digest == plan.nft.digest
         if not known and digest_of(table.chain_names() or frozenset()) != plan.nft.digest:
             self._digest = None
             raise ApplyError("the nft table differs from the plan after apply")
@@ -274,6 +298,8 @@ class Applier:
             self._digest = None
             raise ApplyError("the nft table's live uplinks differ from the plan after apply")
         self._digest, self._live, self._contents = plan.nft.digest, after_live, plan.nft.contents_text
+        self._structure = None if plan.nft.snippets_text else plan.nft.structure
+        return mode
 
     def _explain(self, plan: Plan, error: str) -> str:
         """Which snippet (file:line) the kernel refuses, when one is to blame."""
@@ -318,6 +344,11 @@ class Applier:
 
     def close(self) -> None:
         self._conntrack.close()
+
+    def replace_next(self) -> None:
+        """Make the whole table again at the next apply, rather than change it in
+        place (what is known of routes and rules stays known)."""
+        self._full_next = True
 
     def forget(self, full: bool = False) -> None:
         """Distrust the memory (after an error, or when someone else changed things);

@@ -140,7 +140,7 @@ def test_a_rules_method_is_measured_beside_a_weighted_mode() -> None:
 
 
 def test_a_retune_sends_only_the_sets_that_changed() -> None:
-    from nmbalance.dataplane.apply import changed_blocks
+    from nmbalance.core.restructure import changed_blocks
 
     before = ("flush set inet t live\nadd element inet t live { 0x100, 0x200 }\n"
               "flush map inet t w_default\nadd element inet t w_default { 0-499 : goto up_A }\n"
