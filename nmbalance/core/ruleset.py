@@ -255,8 +255,9 @@ def render_structure(spec: TableSpec) -> tuple[str, str]:
     body = _table_body(spec)
     digest = hashlib.sha256((body + render_snippets(spec)).encode()).hexdigest()[:16]
     t = spec.name
+    # The comment names no digest: a change in place cannot update a table's comment.
     head = (f"table inet {t} {{}}\ndelete table inet {t}\ntable inet {t} {{\n"
-            f'  comment "nmbalance {digest}"\n  chain {DIGEST_CHAIN_PREFIX}{digest} {{}}\n')
+            f'  comment "nmbalance"\n  chain {DIGEST_CHAIN_PREFIX}{digest} {{}}\n')
     return digest, head + body
 
 

@@ -27,10 +27,10 @@ from pyroute2 import IPRoute
 
 from nmbalance.core.numbering import Layout, ids_in_kernel
 from nmbalance.core.plan import Plan
-from nmbalance.core.restructure import Restructure, changed_blocks, restructure
+from nmbalance.core.restructure import Restructure, blocks, changed_blocks, restructure
 from nmbalance.core.ruleset import sticky_sets, sticky_timeouts
 from nmbalance.dataplane import conntrack, routing
-from nmbalance.dataplane.nft import NftTable, TableState, digest_of, planned_names
+from nmbalance.dataplane.nft import NftTable, TableState, digest_of
 from nmbalance.dataplane.radvd import Radvd
 from nmbalance.dataplane.sysctl import Sysctls
 from nmbalance.errors import ApplyError
@@ -321,14 +321,18 @@ class Applier:
         """How what we own in the kernel differs from `plan`, one phrase per difference."""
         out = []
         name = plan.nft.table
-        state = self.table(name).read()
+        # Chain names and the live set: a listing of sets or of the whole table makes
+        # nft fetch every map's elements (a second with 5,000 rules), and this runs
+        # every verify_interval. A set that rules use cannot be deleted; nftables'
+        # notifications name any change to the table as it happens.
+        state = self.table(name).read_brief(sticky=False)
         if state is None:
             out.append(f"table inet {name} is gone")
         elif state.digest != plan.nft.digest:
             out.append(f"table inet {name} holds another ruleset")
         else:
-            chains, sets = planned_names(plan.nft.structure, name)
-            missing = sorted((chains - state.chains) | (sets - set(state.sets)))
+            chains = {n for kind, n in blocks(plan.nft.structure) or {} if kind == "chain"}
+            missing = sorted(chains - state.chains)
             if missing:
                 out.append(f"table inet {name} lacks {', '.join(missing[:4])}"
                            f"{', ...' if len(missing) > 4 else ''}")

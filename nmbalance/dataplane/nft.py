@@ -101,24 +101,6 @@ def _take(state: TableState, item: dict[str, Any]) -> None:
             ]
 
 
-def planned_names(structure: str, table: str) -> tuple[frozenset[str], frozenset[str]]:
-    """The chains and the sets/maps a rendered structure declares in `table`."""
-    chains, sets = set(), set()
-    inside = False
-    for line in structure.splitlines():
-        if line == f"table inet {table} {{":
-            inside = True
-        elif line == "}":
-            inside = False
-        elif inside:
-            words = line.split()
-            if len(words) >= 2 and words[0] == "chain":
-                chains.add(words[1])
-            elif len(words) >= 2 and words[0] in ("set", "map"):
-                sets.add(words[1])
-    return frozenset(chains), frozenset(sets)
-
-
 def _dry_run(nft: Any) -> None:
     """Check, never commit. Older bindings (pip's copy of 1.0.2) lack set_dry_run,
     though every libnftables has nft_ctx_set_dry_run."""

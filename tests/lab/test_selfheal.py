@@ -19,10 +19,25 @@ from tests.lab.conftest import Start
 Fault = Callable[[Lab], None]
 
 
+def _objects_sorted(table: str) -> str:
+    """A table's listing with its objects (chains, sets, counters) in name order:
+    a change in place adds objects last, a whole replace in rendering order."""
+    lines = table.splitlines()
+    head, objects, tail = lines[:1], [], lines[-1:]
+    for line in lines[1:-1]:
+        if line.startswith("\t") and not line.startswith(("\t\t", "\t}")):
+            objects.append([line])
+        elif line.strip() and objects:
+            objects[-1].append(line)
+        elif line.strip():
+            head.append(line)
+    return "\n".join([*head, *("\n".join(o) for o in sorted(objects)), *tail])
+
+
 def our_state(lab: Lab) -> str:
     """Our table (without the counters' values: traffic moves them), rules and routes."""
     table = lab.sh(lab.rtr, "nft", "list", "table", "inet", "nmbalance", check=False).stdout
-    table = re.sub(r"packets \d+ bytes \d+", "packets - bytes -", table)
+    table = _objects_sorted(re.sub(r"packets \d+ bytes \d+", "packets - bytes -", table))
     rules = [line for line in lab.ip(lab.rtr, "rule", "show").stdout.splitlines()
              if "proto 211" in line]
     routes = lab.ip(lab.rtr, "route", "show", "table", "all", "proto", "211").stdout
