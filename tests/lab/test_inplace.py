@@ -108,3 +108,41 @@ def test_sticky_entries_stay_through_changes_in_place(
     assert [addr for addr, _ in kept] == ["10.250.0.77"] and kept[0][1] > 390
     # Made again with the new timeout, which caps what was learned before it.
     assert [addr for addr, _ in carried] == ["10.250.0.77"] and 50 < carried[0][1] <= 60
+
+
+FALLBACK = """
+import json, logging, subprocess, sys
+logging.basicConfig(level=logging.INFO)
+from pyroute2 import IPRoute
+from nmbalance.config import load_config
+from nmbalance.core.decide import decide
+from nmbalance.dataplane.apply import Applier
+from nmbalance.sources.kernel_facts import snapshot
+
+ipr = IPRoute(strict_check=True)
+applier = Applier(ipr)
+modes = []
+for i, path in enumerate(sys.argv[1:]):
+    config = load_config(path)
+    modes.append(applier.apply(decide(config, snapshot(ipr, config))).nft_mode)
+    if i == 0:  # someone's rule in our chain, using a set the next config has no use for
+        subprocess.run(["nft", "insert", "rule", "inet", "nmbalance", "prerouting",
+                        "ip", "saddr", "@st_default__ISP1", "counter"], check=True)
+print(json.dumps(modes))
+applier.close()
+"""
+
+
+def test_a_change_in_place_the_kernel_refuses_is_done_whole(
+    router: Lab, write_config: WriteConfig
+) -> None:
+    paths = [write_config(THREE_ISPS.format(mode=mode), f"fallback{i}.toml")
+             for i, mode in enumerate(("persistence", "weighted"))]
+    run = subprocess.run(["ip", "netns", "exec", router.rtr, sys.executable, "-c", FALLBACK,
+                          *paths], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    # In place, the sticky sets cannot be deleted while the foreign rule uses them.
+    assert json.loads(run.stdout) == ["full", "full"], run.stdout
+    assert "replacing the whole table" in run.stderr
+    listing = router.sh(router.rtr, "nft", "list", "table", "inet", "nmbalance").stdout
+    assert "st_default__ISP1" not in listing and "numgen random" in listing
