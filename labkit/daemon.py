@@ -17,9 +17,10 @@ from labkit.lab import ROOT, Lab
 
 class DaemonProcess:
     def __init__(self, lab: Lab, config_path: str, env: Mapping[str, str] | None = None,
-                 echo: str | None = None, verbose: bool = False) -> None:
+                 echo: str | None = None, verbose: bool = False,
+                 module: str = "nmbalance") -> None:
         """`verbose`: -v, the events behind each change too (the default is what the
-        shipped unit logs)."""
+        shipped unit logs). `module`: what runs it (labkit.held: held half-switched)."""
         self.echo = echo  # print each line behind this prefix
         self.lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
@@ -28,7 +29,7 @@ class DaemonProcess:
         environ.update(env or {})
         # `ip netns exec` execs the command: the PID is the daemon's own.
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", lab.rtr, sys.executable, "-m", "nmbalance",
+            ["ip", "netns", "exec", lab.rtr, sys.executable, "-m", module,
              *(["-v"] if verbose else []), "run",
              "-c", config_path],
             text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environ,

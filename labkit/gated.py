@@ -5,6 +5,8 @@ rather than during Python's start-up.
 With NMB_GATED_TRACE set, it prints to stderr where that window was, in
 seconds after the line arrived: "window FIRST LAST", from the first change
 (routes added) to the last (routes removed), so a test can aim its kills.
+With NMB_GATED_HOLD=SECONDS, it waits that long before the old routes are
+removed (labkit.held).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from typing import Any
 
 import nmbalance.oneshot  # noqa: F401  (imported before the line, like the rest)
+from labkit.held import hold_before_break
 from nmbalance.cli import main
 from nmbalance.dataplane import routing
 
@@ -40,6 +43,8 @@ def _traced(started: float) -> None:
 if __name__ == "__main__":
     print("ready", flush=True)
     sys.stdin.readline()
+    if os.environ.get("NMB_GATED_HOLD"):
+        hold_before_break(float(os.environ["NMB_GATED_HOLD"]))
     if os.environ.get("NMB_GATED_TRACE"):
         _traced(time.monotonic())
     sys.exit(main(sys.argv[1:]))

@@ -53,8 +53,18 @@ def routed(lab: Lab) -> None:
     assert sum(tally.values()) == 20 and 0 not in tally, tally
 
 
+# Held 30 ms half-switched, so that some kills find the kernel so, however fast the
+# apply (the whole window is ~6 ms here, and Python's start varies by as much).
+HOLD = {"NMB_GATED_HOLD": "0.03"}
+
+
+def held_daemon(lab: Lab, path: str) -> DaemonProcess:
+    return DaemonProcess(lab, path, env=HOLD, module="labkit.held")
+
+
 def gated_apply(lab: Lab, path: str, trace: bool = False) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), DBUS_SYSTEM_BUS_ADDRESS=lab.bus_address)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), DBUS_SYSTEM_BUS_ADDRESS=lab.bus_address,
+               **HOLD)
     if trace:
         env["NMB_GATED_TRACE"] = "1"
     proc = subprocess.Popen(
@@ -122,7 +132,7 @@ def test_kill_9_of_the_daemon_at_random_points(lab: Lab, configs: dict[str, str]
     path = lab.workdir / "nmbalance.toml"
     texts = {name: Path(p).read_text() for name, p in configs.items()}
     path.write_text(texts["A"])
-    daemon = DaemonProcess(lab, str(path))
+    daemon = held_daemon(lab, str(path))
     daemon.wait_for("running:")
 
     def switch(daemon: DaemonProcess, target: str) -> float:
@@ -145,7 +155,7 @@ def test_kill_9_of_the_daemon_at_random_points(lab: Lab, configs: dict[str, str]
             daemon.stop(signal.SIGKILL)
             partial += our_state(lab) not in (ref["A"], ref["B"])
             routed(lab)
-            daemon = DaemonProcess(lab, str(path))
+            daemon = held_daemon(lab, str(path))
             daemon.wait_for("running:")
             assert our_state(lab) == ref[target], daemon.text()
             current = target
