@@ -6,7 +6,8 @@ Run as root: in a namespace of its own, for each count, times
   - decide: the plan, rules compiled into maps (core.rulemap)
   - first apply: the table made and filled
   - reapply: the same plan again (nothing to change)
-  - replace: a whole-table replace (one rule more: the structure changed)
+  - rule added: one rule more (the structure changed), in place: the daemon's way
+  - replaced whole: the same by a whole-table replace
   - flush: everything removed
 and the number of map elements the rules compiled into,
 and prints each with its ratio to the 1000-rule figure (linear growth: 5.0 at
@@ -99,11 +100,14 @@ def inside() -> None:
         row["reapply"] = median_ms(lambda: applier.apply(plans[0]))  # noqa: B023
         flip = {"i": 0}
 
-        def replace() -> None:
+        def replace(whole: bool) -> None:
             flip["i"] += 1  # noqa: B023
+            if whole:
+                applier.replace_next()  # noqa: B023
             applier.apply(plans[flip["i"] % 2])  # noqa: B023
 
-        row["replace"] = median_ms(replace)
+        row["rule added"] = median_ms(lambda: replace(False))
+        row["replaced whole"] = median_ms(lambda: replace(True))
 
         flushes = []
         for _ in range(RUNS):
