@@ -170,7 +170,9 @@ class RuleMap:
     type: str
     elements: tuple[str, ...]
     family: str  # "ipv4" or "ipv6": the nfproto it is looked up for
-    ported: bool  # looked up for the port protocols only (its key has their ports)
+    # Looked up for the port protocols only (its key has their ports), for the others
+    # only, or (None) for every protocol (its key has no ports).
+    ported: bool | None
     index: RuleMap | None = None
     buckets: tuple[RuleMap, ...] = ()
 
@@ -227,14 +229,16 @@ class _Run:
             self.pieces.append((piece, target))
 
     def maps(self, index: int, bucket: int) -> list[RuleMap]:
-        """The run's maps: one keyed with ports for the port protocols, one without
-        for the rest. Addresses are in the key only when some rule of the run has
-        them: the shorter the key, the cheaper the lookup. A map of more than
-        `bucket` elements is split into buckets of about that many."""
+        """The run's maps. A field is in the key only when some rule of the run
+        narrows it: the shorter the key, the cheaper the lookup. With ports in it,
+        one map keyed with them for the port protocols and one without for the
+        rest; else one map for all. A map of more than `bucket` elements is split
+        into buckets of about that many."""
         fam = self.family
         ip, addr_type, parse = ADDRESS[fam]
         anything = ANY[fam]
-        addressed = any(b[1] != anything[1] or b[2] != anything[2] for b, _ in self.pieces)
+        # Pieces are disjoint, and the same in a field left out: still disjoint without it.
+        used = [d for d in (1, 2, 3, 4) if any(b[d] != anything[d] for b, _ in self.pieces)]
         fields = {1: (f"{ip} saddr", addr_type), 2: (f"{ip} daddr", addr_type),
                   3: ("th sport", "inet_service"), 4: ("th dport", "inet_service")}
 
@@ -247,7 +251,8 @@ class _Run:
                     f"{text(iv[0])}-{text(iv[1])}"
             return written[iv, address]
 
-        def make(name: str, dims: list[int], pieces: Sequence[Piece], ported: bool) -> RuleMap:
+        def make(name: str, dims: list[int], pieces: Sequence[Piece], ported: bool | None
+                 ) -> RuleMap:
             def element(box: Box, target: str) -> str:
                 return " . ".join([span(box[0]), *(span(box[d], d in (1, 2)) for d in dims)]) \
                     + f" : goto {target}"
@@ -271,12 +276,16 @@ class _Run:
         # is guarded by protocol): one element, not one per port protocol and per
         # span between them. Fewer elements load faster: the kernel's concatenated
         # interval sets insert in quadratic time.
+        addrs = [d for d in used if d in (1, 2)]
+        if not self.pieces:
+            return []
+        if 3 not in used and 4 not in used:
+            return [make(f"rules{fam}_{index}", addrs, self.pieces, None)]
         ported = [p for p in self.pieces if _protocols(p[0][0])[0]]
         other = [p for p in self.pieces if _protocols(p[0][0])[1]]
-        addrs = [1, 2] if addressed else []
         out = []
         if ported:
-            out.append(make(f"rules{fam}p_{index}", [*addrs, 3, 4], ported, True))
+            out.append(make(f"rules{fam}p_{index}", used, ported, True))
         if other:
             out.append(make(f"rules{fam}o_{index}", addrs, other, False))
         return out

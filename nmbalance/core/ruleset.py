@@ -327,13 +327,13 @@ def _table_body(spec: TableSpec) -> str:
     for step in spec.rules.steps:
         if isinstance(step, RuleMap):
             # A port key reads ports only where the packet has them.
-            guard = "meta l4proto { tcp, udp, sctp }" if step.ported else \
-                "meta l4proto != { tcp, udp, sctp }"
+            guard = {True: " meta l4proto { tcp, udp, sctp }", None: "",
+                     False: " meta l4proto != { tcp, udp, sctp }"}[step.ported]
             if step.elements:
-                add(f"    meta nfproto {step.family} {guard} {step.key} vmap @{step.name}")
+                add(f"    meta nfproto {step.family}{guard} {step.key} vmap @{step.name}")
             if step.index:
                 # Its buckets continue, when they miss, where this chain would have.
-                add(f"    meta nfproto {step.family} {guard} {step.index.key} "
+                add(f"    meta nfproto {step.family}{guard} {step.index.key} "
                     f"vmap @{step.index.name}")
                 add(f"    goto {step.after}")
                 add("  }")

@@ -119,7 +119,8 @@ def test_a_thousand_rules_steer_through_bucketed_maps(
     apply(router, config)
     listing = json.loads(router.sh(router.rtr, "nft", "-j", "list", "chains", "inet").stdout)
     chains = {c["chain"]["name"] for c in listing["nftables"] if "chain" in c}
-    assert {"rules4p_0_0", "rules4p_0_7", "rules4p_0_next"} <= chains, sorted(chains)
+    # No rule names ports: one map for every protocol, keyed by protocol and source.
+    assert {"rules4_0_0", "rules4_0_7", "rules4_0_next"} <= chains, sorted(chains)
     assert router.connections(50, bind=first) == {1: 50}
     assert router.connections(50, bind=second) == {2: 50}
     # TCP from by_port misses its udp rule in the map, and meets the iif rule after it.

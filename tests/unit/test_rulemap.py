@@ -88,14 +88,13 @@ def _span(text: str, addr: bool) -> tuple[int, int]:
     return value(lo), value(hi or lo)
 
 
-def _key(m: RuleMap, c: Connection) -> list[int]:
+def _key(m: RuleMap, c: Connection) -> tuple[list[int], list[bool]]:
+    """The packet's values of the map's key, field by field, and which are addresses."""
     proto = PROTOCOL_NUMBERS.get(c.proto or "", OTHER.get(c.proto or "", 0))
-    out = [proto]
-    if "saddr" in m.key:
-        out += [int(c.src or 0), int(c.dst)]
-    if "th sport" in m.key:
-        out += [c.sport or 0, c.dport or 0]
-    return out
+    values = {"meta l4proto": proto, "saddr": int(c.src or 0), "daddr": int(c.dst),
+              "th sport": c.sport or 0, "th dport": c.dport or 0}
+    fields = [f.removeprefix("ip6 ").removeprefix("ip ") for f in m.key.split(" . ")]
+    return [values[f] for f in fields], [f.endswith("addr") for f in fields]
 
 
 def _lookup(m: RuleMap, key: list[int], addressed: list[bool]) -> str | None:
@@ -117,10 +116,9 @@ def _verdict(classify: Classify, rules: dict[str, Rule], c: Connection) -> str:
         if isinstance(step, RuleMap):
             if step.family != f"ipv{c.dst.version}":
                 continue
-            if ("th sport" in step.key) != (c.proto in fits):
+            if step.ported is not None and step.ported != (c.proto in fits):
                 continue  # a port key only for port protocols: the other map has the rest
-            key = _key(step, c)
-            addressed = [i in (1, 2) and "saddr" in step.key for i in range(len(key))]
+            key, addressed = _key(step, c)
             hit = _lookup(step, key, addressed)
             if step.index:  # the bucket for the key's value of the index's field
                 field = step.key.split(" . ").index(step.index.key)
@@ -209,14 +207,13 @@ def test_a_piece_across_bucket_boundaries_is_cut_or_kept_wide() -> None:
     # Boundaries at every third start along ip daddr: 10.0.1.0 and 10.0.4.0.
     assert [e.split(" : ")[0] for e in m.index.elements] == [
         "0.0.0.0-10.0.0.255", "10.0.1.0-10.0.3.255", "10.0.4.0-255.255.255.255"]
-    anyone = "0.0.0.0-255.255.255.255"
+    # Keyed by what the rules narrow: protocol, destination, destination port.
+    assert m.key == "meta l4proto . ip daddr . th dport"
     # Web crosses both: it stays whole, in the map looked up beside the index.
-    assert m.elements == (f"6 . {anyone} . 10.0.0.0-10.0.255.255 . 0-65535 . 80 : goto pick_r1",)
+    assert m.elements == ("6 . 10.0.0.0-10.0.255.255 . 80 : goto pick_r1",)
     # Ssh crosses one: each bucket holds its part.
-    assert f"6 . {anyone} . 10.0.0.0-10.0.0.255 . 0-65535 . 22 : goto pick_r0" \
-        in m.buckets[0].elements
-    assert f"6 . {anyone} . 10.0.1.0-10.0.1.255 . 0-65535 . 22 : goto pick_r0" \
-        in m.buckets[1].elements
+    assert "6 . 10.0.0.0-10.0.0.255 . 22 : goto pick_r0" in m.buckets[0].elements
+    assert "6 . 10.0.1.0-10.0.1.255 . 22 : goto pick_r0" in m.buckets[1].elements
     assert [len(b.elements) for b in m.buckets] == [2, 4, 2]
 
 
@@ -228,22 +225,32 @@ def test_each_family_has_its_own_maps_and_keys() -> None:
     assert set(maps) == {"rules4p_0", "rules6p_0"}
     six = maps["rules6p_0"]
     assert six.family == "ipv6"
-    assert six.key == "meta l4proto . ip6 saddr . ip6 daddr . th sport . th dport"
-    assert six.type == "inet_proto . ipv6_addr . ipv6_addr . inet_service . inet_service"
-    assert ("6 . ::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff . 2001:db8:aa::-2001:db8:aa:ffff:"
-            "ffff:ffff:ffff:ffff . 0-65535 . 443 : goto pick_video") in six.elements
-    # Without addresses in any rule, the key leaves them out: a shorter lookup.
+    # Only what some rule narrows: no source address, no source port.
+    assert six.key == "meta l4proto . ip6 daddr . th dport"
+    assert six.type == "inet_proto . ipv6_addr . inet_service"
+    assert ("6 . 2001:db8:aa::-2001:db8:aa:ffff:ffff:ffff:ffff:ffff . 443 : goto pick_video"
+            ) in six.elements
+    # Without addresses in any rule, the key leaves them out.
     alone = compile_rules([(web, "pick_web")], ipv6=True).steps
     assert [(m.name, m.key) for m in alone if isinstance(m, RuleMap)] == [
-        ("rules4p_0", "meta l4proto . th sport . th dport"),
-        ("rules6p_0", "meta l4proto . th sport . th dport")]
+        ("rules4p_0", "meta l4proto . th dport"),
+        ("rules6p_0", "meta l4proto . th dport")]
+
+
+def test_rules_without_ports_are_one_map_for_every_protocol() -> None:
+    lan = _made(0, ["10.250.0.0/24"], [], None, [], [], False)
+    steps = compile_rules([(lan, "pick_lan")], ipv6=False).steps
+    assert [(m.name, m.key, m.ported, m.elements) for m in steps if isinstance(m, RuleMap)] == [
+        ("rules4_0", "meta l4proto . ip saddr", None,
+         ("0-255 . 10.250.0.0-10.250.0.255 : goto pick_lan",))]
 
 
 def test_a_rule_of_any_protocol_is_one_element_in_each_map() -> None:
     lan = _made(0, ["10.250.0.0/24"], [], None, [], [], False)
-    steps = compile_rules([(lan, "pick_lan")], ipv6=False).steps
+    web = _made(1, [], [], "tcp", [], [(80, 80)], False)
+    steps = compile_rules([(lan, "pick_lan"), (web, "pick_web")], ipv6=False).steps
     assert [(m.name, m.ported, m.elements) for m in steps if isinstance(m, RuleMap)] == [
-        ("rules4p_0", True, ("0-255 . 10.250.0.0-10.250.0.255 . 0.0.0.0-255.255.255.255 . "
-                             "0-65535 . 0-65535 : goto pick_lan",)),
-        ("rules4o_0", False, ("0-255 . 10.250.0.0-10.250.0.255 . 0.0.0.0-255.255.255.255 : "
-                              "goto pick_lan",))]
+        ("rules4p_0", True, ("0-255 . 10.250.0.0-10.250.0.255 . 0-65535 : goto pick_lan",
+                             "6 . 0.0.0.0-10.249.255.255 . 80 : goto pick_web",
+                             "6 . 10.250.1.0-255.255.255.255 . 80 : goto pick_web")),
+        ("rules4o_0", False, ("0-255 . 10.250.0.0-10.250.0.255 : goto pick_lan",))]
