@@ -343,8 +343,6 @@ class Daemon:
                    f"{report.conntrack_ms:.1f} ms" if gone else "")
         if gone and report.conntrack_done is not None:
             dropped = f"; dropping conntrack entries of {', '.join(gone)}"
-            report.conntrack_done.add_done_callback(
-                lambda done: _say_dropped(", ".join(gone), done))
         shares_only = _shares_only(previous, plan)
         if quiet:
             pass  # the reconciler says what it repaired
@@ -356,6 +354,10 @@ class Daemon:
                      self.summary(), dropped)
         else:
             log.debug("nothing to change in the kernel after %s: %s", why, self.summary())
+        if gone and report.conntrack_done is not None:
+            # After the line above, though the drop may be done already.
+            report.conntrack_done.add_done_callback(
+                lambda done: _say_dropped(", ".join(gone), done))
         self.notifier.status(self.summary())
         if not shares_only:
             self.events.put(Event("post-apply", {"ACTIVE_UPLINKS": _active(plan)}))
