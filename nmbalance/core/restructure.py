@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 
 Key = tuple[str, str]  # (kind, name): ("chain", "classify"), ("map", "w_default")
-KINDS = ("chain", "set", "map", "counter")
 _HEAD = re.compile(r"^  (chain|set|map|counter) (\S+) \{")
 
 
@@ -22,10 +21,9 @@ def blocks(structure: str) -> dict[Key, str] | None:
     """Each object of a rendered structure with its text, in order; None when the
     text is not one table's plain rendering (snippets, or anything unexpected)."""
     lines = structure.splitlines()
-    try:
-        start = lines.index(next(line for line in lines if line.startswith("table inet ")
-                                 and line.endswith(" {") and not line.endswith("{}")))
-    except StopIteration:
+    start = next((i for i, line in enumerate(lines)
+                  if line.startswith("table inet ") and line.endswith(" {")), None)
+    if start is None:
         return None
     out: dict[Key, str] = {}
     open_key: Key | None = None
