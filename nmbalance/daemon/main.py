@@ -339,10 +339,14 @@ class Daemon:
                 log.warning("%s", warning)
         gone = [u.name for u in plan.uplinks if u.mark in report.conntrack_flushed]
         gone += [f"{u.name} IPv6" for u in plan.uplinks if u.mark in report.conntrack_flushed6]
-        dropped = (f"; conntrack entries of {', '.join(gone)} dropped in "
-                   f"{report.conntrack_ms:.1f} ms" if gone else "")
-        if gone and report.conntrack_done is not None:
-            dropped = f"; dropping conntrack entries of {', '.join(gone)}"
+        names = ", ".join(gone)
+        background = report.conntrack_done if gone else None  # the drop still under way
+        if background is not None:
+            dropped = f"; dropping conntrack entries of {names}"
+        elif gone:
+            dropped = f"; conntrack entries of {names} dropped in {report.conntrack_ms:.1f} ms"
+        else:
+            dropped = ""
         shares_only = _shares_only(previous, plan)
         if quiet:
             pass  # the reconciler says what it repaired
@@ -354,10 +358,9 @@ class Daemon:
                      self.summary(), dropped)
         else:
             log.debug("nothing to change in the kernel after %s: %s", why, self.summary())
-        if gone and report.conntrack_done is not None:
+        if background is not None:
             # After the line above, though the drop may be done already.
-            report.conntrack_done.add_done_callback(
-                lambda done: _say_dropped(", ".join(gone), done))
+            background.add_done_callback(lambda done: _say_dropped(names, done))
         self.notifier.status(self.summary())
         if not shares_only:
             self.events.put(Event("post-apply", {"ACTIVE_UPLINKS": _active(plan)}))
