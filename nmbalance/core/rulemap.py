@@ -234,6 +234,8 @@ class _Run:
         one map keyed with them for the port protocols and one without for the
         rest; else one map for all. A map of more than `bucket` elements is split
         into buckets of about that many."""
+        if not self.pieces:
+            return []
         fam = self.family
         ip, addr_type, parse = ADDRESS[fam]
         anything = ANY[fam]
@@ -277,8 +279,6 @@ class _Run:
         # span between them. Fewer elements load faster: the kernel's concatenated
         # interval sets insert in quadratic time.
         addrs = [d for d in used if d in (1, 2)]
-        if not self.pieces:
-            return []
         if 3 not in used and 4 not in used:
             return [make(f"rules{fam}_{index}", addrs, self.pieces, None)]
         ported = [p for p in self.pieces if _protocols(p[0][0])[0]]
